@@ -1,0 +1,95 @@
+"""Source contract: discover input units, then read each unit into records.
+
+A *unit* is the smallest resumable piece of input (one article version, one package, one
+study, one series). `discover()` lists units deterministically; a unit the source decides to
+skip (an older article version, a retracted article) is still listed, with `skip_reason`, so
+the manifest accounts for it. `read(unit)` is pure with respect to the engine: it yields
+schema records, `Rejected` markers (e.g. `image_missing`) and `Failed` dead letters for parts
+of the unit (one unreadable image); it raises a `CurateError` when the whole unit is unusable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from curate.errors import SpecError
+from curate.stages import Failed, Record, Rejected
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit_id: str  # deterministic and filesystem-safe; names the unit's intermediate file
+    uri: str  # the main input file (XML, package, report, series folder)
+    kind: str  # source kind that produced it
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable
+    skip_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Unit:
+        return cls(**data)
+
+
+def safe_unit_id(text: str) -> str:
+    """A filesystem-safe, deterministic id: readable prefix plus a short hash of the full text."""
+    readable = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[-80:].strip("._")
+    return f"{readable}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+class SourceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source:
+    kind: ClassVar[str] = ""
+    schema_ref: ClassVar[str] = ""  # record schema the source produces, e.g. figure_caption.v1
+    options_model: ClassVar[type[SourceOptions]] = SourceOptions
+    group_field: ClassVar[str] = ""  # field that keeps related records in one split (pmcid, subject_id)
+
+    def __init__(self, path: str, options: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.options = self.options_model(**(options or {}))
+
+    def discover(self) -> Iterator[Unit]:
+        raise NotImplementedError
+
+    def read(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
+        raise NotImplementedError
+
+
+_SOURCES: dict[str, type[Source]] = {}
+
+
+def register_source(cls: type[Source]) -> type[Source]:
+    _SOURCES[cls.kind] = cls
+    return cls
+
+
+def _import_builtin_sources() -> None:
+    import importlib
+
+    for module in ("pmc", "mimic_cxr", "iu_xray", "ct_rate", "dicom_folder"):
+        try:
+            importlib.import_module(f"curate.sources.{module}")
+        except ModuleNotFoundError as exc:  # a source not (yet) present in this checkout
+            if exc.name != f"curate.sources.{module}":
+                raise
+
+
+def get_source_class(kind: str) -> type[Source]:
+    _import_builtin_sources()
+    if kind not in _SOURCES:
+        raise SpecError(f"unknown source kind {kind!r}; available: {sorted(_SOURCES)}")
+    return _SOURCES[kind]
+
+
+def available_sources() -> list[str]:
+    _import_builtin_sources()
+    return sorted(_SOURCES)
