@@ -115,3 +115,79 @@ class MalformedMetadata(InputError):
     """A metadata file (JSON, CSV) cannot be read as expected."""
 
     reason = "malformed_metadata"
+
+
+# ---- knowledge bases for entity linking (curate.link) ----
+
+
+class MalformedKB(CurateError):
+    """A knowledge-base file (KB jsonl, RRF, lexicon) has a line that cannot be read."""
+
+    reason = "malformed_kb"
+
+
+class KBIndexMismatch(CurateError):
+    """A linking index was built for another KB than the one beside it (hash differs)."""
+
+    reason = "kb_index_mismatch"
+
+
+# ---- imaging input errors (DICOM, NIfTI, series -> volume) ----
+
+
+class NotDicom(InputError):
+    """Bytes that are not a DICOM dataset (no DICM preamble and nothing parseable with force)."""
+
+    reason = "not_dicom"
+
+
+class TruncatedDicom(InputError):
+    """A DICOM file that ends early: its pixel data or an element is shorter than declared."""
+
+    reason = "truncated_dicom"
+
+
+class MissingPixelData(InputError):
+    """A DICOM object without an image to decode (SR document, DICOMDIR, pixel-less instance)."""
+
+    reason = "missing_pixel_data"
+
+
+class DecoderMissing(InputError):
+    """No installed plugin decodes this transfer syntax; the message names the package to add."""
+
+    reason = "decoder_missing"
+
+
+class CorruptPixelData(InputError):
+    """Pixel data that a decoder for its transfer syntax rejects, or with impossible attributes."""
+
+    reason = "corrupt_pixel_data"
+
+
+class FrameOutOfRange(InputError):
+    """The requested frame index is outside the object's frames."""
+
+    reason = "frame_out_of_range"
+
+
+class CorruptVolume(InputError):
+    """A NIfTI file whose header or data cannot be read, or that is not a 3D image."""
+
+    reason = "corrupt_volume"
+
+
+class InvalidGeometry(InputError):
+    """Spacing, orientation or slice positions that do not describe a regular 3D grid.
+
+    The instance `reason` names the case: zero_spacing, gantry_tilt, missing_slices,
+    duplicate_slice_position, inconsistent_spacing, inconsistent_series, too_few_slices.
+    """
+
+    reason = "invalid_geometry"
+
+
+class InputTooLarge(InputError):
+    """An input (file, archive member) is larger than the configured cap for its kind."""
+
+    reason = "input_too_large"

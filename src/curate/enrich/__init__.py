@@ -1,0 +1,1 @@
+"""Per-record enrichment stages that need no model (modality keywords, text hashes)."""
