@@ -64,7 +64,8 @@ class ShardDataset(IterableDataset):
         self.pieces: list[Piece] = []
         self.schema_identity: tuple[str, str, str] | None = expected_schema
         for path in files:
-            meta = pq.ParquetFile(path).metadata
+            handle = pq.ParquetFile(path)
+            meta = handle.metadata
             identity = _schema_identity(meta.metadata)
             if self.schema_identity is None:
                 self.schema_identity = identity
@@ -75,7 +76,7 @@ class ShardDataset(IterableDataset):
                     f" (hash {self.schema_identity[2]})"
                 )
             if columns:
-                missing = sorted(set(columns) - set(meta.schema.names))
+                missing = sorted(set(columns) - set(handle.schema_arrow.names))
                 if missing:
                     raise KeyError(f"{path}: no columns {missing}")
             for index in range(meta.num_row_groups):
