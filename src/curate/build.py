@@ -240,6 +240,19 @@ class TaskRunner:
         fs.write_bytes_atomic(fs.join(folder, "done.json"), json.dumps(outcome.as_dict(), sort_keys=True).encode())
 
 
+# Test hook: simulate a build killed part-way (the process dies like `kill -9` after N tasks).
+CRASH_AFTER_TASKS_ENV = "CURATE_CRASH_AFTER_TASKS"
+_tasks_finished_here = 0
+
+
+def _maybe_crash() -> None:
+    global _tasks_finished_here
+    _tasks_finished_here += 1
+    limit = os.environ.get(CRASH_AFTER_TASKS_ENV)
+    if limit and _tasks_finished_here >= int(limit):
+        os._exit(137)
+
+
 class RunTaskDoFn(beam.DoFn):
     def __init__(self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]) -> None:
         self.runner = TaskRunner(spec_data, out_dir, source_paths)
@@ -248,7 +261,9 @@ class RunTaskDoFn(beam.DoFn):
         self.runner.setup()
 
     def process(self, task: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        yield self.runner.run(task)
+        outcome = self.runner.run(task)
+        _maybe_crash()
+        yield outcome
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,12 +336,18 @@ class WriteSettings:
 def write_group(item: tuple[Any, Iterable[dict[str, Any]]], path_of: Any, schema: pa.Schema,
                 settings: WriteSettings, sort_field: str) -> dict[str, Any]:
     key, rows = item
-    ordered = sorted(rows, key=lambda r: (str(r.get(sort_field)), str(r.get("reason", ""))))
+    # A total order (ties broken by every text column), so a file's bytes never depend on the
+    # order in which the runner delivered its rows.
+    ordered = sorted(rows, key=lambda r: (str(r.get(sort_field)), _tie_breaker(r)))
     path = path_of(key)
     count = write_parquet(path, ordered, schema, compression=settings.compression,
                           compression_level=settings.compression_level,
                           row_group_rows=settings.row_group_rows)
     return {"path": path, "rows": count}
+
+
+def _tie_breaker(row: dict[str, Any]) -> str:
+    return repr(sorted((k, v) for k, v in row.items() if isinstance(v, str | int | float) and v is not None))
 
 
 class ShardPath:

@@ -191,3 +191,9 @@ class InputTooLarge(InputError):
     """An input (file, archive member) is larger than the configured cap for its kind."""
 
     reason = "input_too_large"
+
+
+class ChecksumMismatch(InputError):
+    """File bytes do not match the checksum the source metadata gives (PMC Cloud `?md5=`)."""
+
+    reason = "checksum_mismatch"

@@ -9,6 +9,7 @@ code, so the pure chain is what unit tests exercise.
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,10 @@ from typing import Any
 from curate.errors import CurateError
 
 Record = dict[str, Any]
+
+# Library messages sometimes embed object addresses ("<_io.BytesIO object at 0x7f..>"); they
+# would make error files differ between identical runs.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Failed:
                 message = f"{message} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
         return cls(
             source_uri=source_uri, stage=stage, error_type=type(exc).__name__, reason=reason,
-            message=message[:2000], unit_id=unit_id, record_id=record_id,
+            message=_ADDRESS.sub("", message)[:2000], unit_id=unit_id, record_id=record_id,
         )
 
     def as_row(self) -> dict[str, Any]:
