@@ -27,14 +27,27 @@ def make_shards(root: Path, rows: int, shards: int) -> None:
     per = rows // shards
     for s in range(shards):
         batch = [
-            {"record_id": f"PMC{s:03d}{i:07d}/F1/0", "unit_id": "u", "source_uri": "s", "source_layout": "cloud",
-             "license_family": "commercial", "caption": f"Chest radiograph {i} shows a small left pleural effusion.",
-             "graphic_index": 0, "graphic_count": 1, "inline_mentions": ["As shown in Fig. 1."],
-             "split": "train", "image": os.urandom(2048)}
+            {
+                "record_id": f"PMC{s:03d}{i:07d}/F1/0",
+                "unit_id": "u",
+                "source_uri": "s",
+                "source_layout": "cloud",
+                "license_family": "commercial",
+                "caption": f"Chest radiograph {i} shows a small left pleural effusion.",
+                "graphic_index": 0,
+                "graphic_count": 1,
+                "inline_mentions": ["As shown in Fig. 1."],
+                "split": "train",
+                "image": os.urandom(2048),
+            }
             for i in range(per)
         ]
-        write_parquet(str(root / "shards" / "train" / f"part-train-{s:05d}-of-{shards:05d}.parquet"), batch, schema,
-                      row_group_rows=1024)
+        write_parquet(
+            str(root / "shards" / "train" / f"part-train-{s:05d}-of-{shards:05d}.parquet"),
+            batch,
+            schema,
+            row_group_rows=1024,
+        )
 
 
 def raw_rows(files: list[str]) -> int:

@@ -55,8 +55,14 @@ SKIPPED_SCHEMA = pa.schema(
 )
 
 # When several phase-2 methods drop the same record, the first in this order names the reason.
-DROP_PRIORITY = ("dedup:exact_caption_image", "dedup:exact_image", "dedup:near", "dedup:semantic",
-                 "decontaminate", "quality")
+DROP_PRIORITY = (
+    "dedup:exact_caption_image",
+    "dedup:exact_image",
+    "dedup:near",
+    "dedup:semantic",
+    "decontaminate",
+    "quality",
+)
 
 TEXT_FIELDS_FOR_EXACT_DEDUP = ("caption", "report_text", "findings")
 
@@ -96,8 +102,22 @@ def rejected_row(item: Rejected) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    names = ["apache-beam", "pyarrow", "numpy", "lxml", "pillow", "pydantic", "pyyaml", "torch",
-             "pydicom", "nibabel", "spacy", "scispacy", "openai", "scikit-learn"]
+    names = [
+        "apache-beam",
+        "pyarrow",
+        "numpy",
+        "lxml",
+        "pillow",
+        "pydantic",
+        "pyyaml",
+        "torch",
+        "pydicom",
+        "nibabel",
+        "spacy",
+        "scispacy",
+        "openai",
+        "scikit-learn",
+    ]
     versions = {"python": platform.python_version(), "curate": __version__}
     for name in names:
         try:
@@ -145,18 +165,25 @@ class TaskOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "task_id": self.task_id, "source": self.source, "units": self.units,
+            "task_id": self.task_id,
+            "source": self.source,
+            "units": self.units,
             "units_failed": self.units_failed,
-            "unit_error_reasons": dict(self.unit_error_reasons), "candidates": self.candidates,
-            "read_rejects": dict(self.read_rejects), "read_record_errors": dict(self.read_record_errors),
-            "stages": {name: c.as_dict() for name, c in self.stages.items()}, "kept": self.kept,
+            "unit_error_reasons": dict(self.unit_error_reasons),
+            "candidates": self.candidates,
+            "read_rejects": dict(self.read_rejects),
+            "read_record_errors": dict(self.read_record_errors),
+            "stages": {name: c.as_dict() for name, c in self.stages.items()},
+            "kept": self.kept,
         }
 
 
 class TaskRunner:
     """Runs phase-1 tasks: read every unit, apply the per-record stages, write the task files."""
 
-    def __init__(self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]) -> None:
+    def __init__(
+        self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]
+    ) -> None:
         self.spec_data = spec_data
         self.out_dir = out_dir
         self.source_paths = source_paths  # label -> resolved path (demo inputs materialised)
@@ -171,7 +198,9 @@ class TaskRunner:
         self.group_fields: dict[str, str] = {}
         for source_spec in self.spec.sources:
             cls = get_source_class(source_spec.kind)
-            self.sources[source_spec.label] = cls(self.source_paths[source_spec.label], source_spec.options)
+            self.sources[source_spec.label] = cls(
+                self.source_paths[source_spec.label], source_spec.options
+            )
             self.group_fields[source_spec.label] = self.spec.split.group_by or cls.group_field
         self.stages = phase1_stages(self.spec)
         for stage in self.stages:
@@ -203,7 +232,9 @@ class TaskRunner:
             try:
                 items = list(source.read(unit))
             except Exception as exc:  # noqa: BLE001 - one bad unit is a dead letter
-                failure = Failed.from_exception(exc, stage="read", source_uri=unit.uri, unit_id=unit.unit_id)
+                failure = Failed.from_exception(
+                    exc, stage="read", source_uri=unit.uri, unit_id=unit.unit_id
+                )
                 failed.append(failure)
                 outcome.units_failed += 1
                 outcome.unit_error_reasons[failure.reason] += 1
@@ -220,7 +251,9 @@ class TaskRunner:
                     failed.append(item)
                 else:
                     records.append(self._with_split(item, label))
-        result = run_chain(self.stages, records, result=ChainResult(rejected=rejected, failed=failed))
+        result = run_chain(
+            self.stages, records, result=ChainResult(rejected=rejected, failed=failed)
+        )
         outcome.stages = result.counts
         outcome.kept = len(result.kept)
         self._write(task["task_id"], result, outcome)
@@ -229,15 +262,30 @@ class TaskRunner:
     def _write(self, task_id: str, result: ChainResult, outcome: TaskOutcome) -> None:
         folder = self.task_dir(task_id)
         out = self.spec.output
-        write_parquet(fs.join(folder, "kept.parquet"), result.kept, self.schema.arrow,
-                      compression=out.compression, row_group_rows=out.row_group_rows)
-        write_parquet(fs.join(folder, "rejects.parquet"), [rejected_row(r) for r in result.rejected],
-                      reject_schema(self.schema), compression=out.compression,
-                      row_group_rows=out.row_group_rows)
-        write_parquet(fs.join(folder, "errors.parquet"), [f.as_row() for f in result.failed],
-                      ERROR_SCHEMA, compression=out.compression)
+        write_parquet(
+            fs.join(folder, "kept.parquet"),
+            result.kept,
+            self.schema.arrow,
+            compression=out.compression,
+            row_group_rows=out.row_group_rows,
+        )
+        write_parquet(
+            fs.join(folder, "rejects.parquet"),
+            [rejected_row(r) for r in result.rejected],
+            reject_schema(self.schema),
+            compression=out.compression,
+            row_group_rows=out.row_group_rows,
+        )
+        write_parquet(
+            fs.join(folder, "errors.parquet"),
+            [f.as_row() for f in result.failed],
+            ERROR_SCHEMA,
+            compression=out.compression,
+        )
         # The marker comes last: its presence means the three files above are complete.
-        fs.write_bytes_atomic(fs.join(folder, "done.json"), json.dumps(outcome.as_dict(), sort_keys=True).encode())
+        fs.write_bytes_atomic(
+            fs.join(folder, "done.json"), json.dumps(outcome.as_dict(), sort_keys=True).encode()
+        )
 
 
 # Test hook: simulate a build killed part-way (the process dies like `kill -9` after N tasks).
@@ -254,7 +302,9 @@ def _maybe_crash() -> None:
 
 
 class RunTaskDoFn(beam.DoFn):
-    def __init__(self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]) -> None:
+    def __init__(
+        self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]
+    ) -> None:
         self.runner = TaskRunner(spec_data, out_dir, source_paths)
 
     def setup(self) -> None:
@@ -279,18 +329,28 @@ def _text_field(schema: RecordSchema) -> str | None:
 
 
 def read_compact(path: str, text_field: str | None, has_image: bool) -> Iterator[dict[str, Any]]:
-    columns = ["record_id", "split"] + (["image_sha256"] if has_image else []) + ([text_field] if text_field else [])
+    columns = (
+        ["record_id", "split"]
+        + (["image_sha256"] if has_image else [])
+        + ([text_field] if text_field else [])
+    )
     for row in read_rows(path, columns=columns):
         image = row.get("image_sha256")
         text = row.get(text_field) if text_field else None
         caption_key = None
         if image and text is not None:
             caption_key = hashlib.sha256(f"{normalise_text(text)}\x00{image}".encode()).hexdigest()
-        yield {"record_id": row["record_id"], "split": row["split"], "image_sha256": image,
-               "caption_key": caption_key}
+        yield {
+            "record_id": row["record_id"],
+            "split": row["split"],
+            "image_sha256": image,
+            "caption_key": caption_key,
+        }
 
 
-def group_drops(item: tuple[str, Iterable[str]], reason: str, stage: str) -> Iterator[tuple[str, tuple[str, str, str | None]]]:
+def group_drops(
+    item: tuple[str, Iterable[str]], reason: str, stage: str
+) -> Iterator[tuple[str, tuple[str, str, str | None]]]:
     """Keep the smallest record id of each group; the others duplicate it."""
     _, ids = item
     ordered = sorted(set(ids))
@@ -298,7 +358,9 @@ def group_drops(item: tuple[str, Iterable[str]], reason: str, stage: str) -> Ite
         yield record_id, (stage, reason, ordered[0])
 
 
-def first_by_priority(decisions: Iterable[tuple[str, str, str | None]]) -> tuple[str, str, str | None]:
+def first_by_priority(
+    decisions: Iterable[tuple[str, str, str | None]],
+) -> tuple[str, str, str | None]:
     rank = {name: i for i, name in enumerate(DROP_PRIORITY)}
     return min(decisions, key=lambda d: (rank.get(d[0], len(rank)), d[1], d[2] or ""))
 
@@ -312,16 +374,26 @@ class ApplyDecision(beam.DoFn):
                 yield record
             else:
                 stage, reason, duplicate_of = decision
-                yield beam.pvalue.TaggedOutput("rejected", rejected_row(
-                    Rejected(record=record, reason=reason, stage=stage, duplicate_of=duplicate_of)))
+                yield beam.pvalue.TaggedOutput(
+                    "rejected",
+                    rejected_row(
+                        Rejected(
+                            record=record, reason=reason, stage=stage, duplicate_of=duplicate_of
+                        )
+                    ),
+                )
 
 
-def shard_key(record: dict[str, Any], counts: dict[str, int], shard_rows: int) -> tuple[tuple[str, int, int], dict[str, Any]]:
+def shard_key(
+    record: dict[str, Any], counts: dict[str, int], shard_rows: int
+) -> tuple[tuple[str, int, int], dict[str, Any]]:
     total = max(1, math.ceil(counts.get(record["split"], 0) / shard_rows))
     return (record["split"], stable_bucket(record["record_id"], total), total), record
 
 
-def file_key(row: dict[str, Any], total_rows: int, shard_rows: int, id_field: str) -> tuple[tuple[int, int], dict[str, Any]]:
+def file_key(
+    row: dict[str, Any], total_rows: int, shard_rows: int, id_field: str
+) -> tuple[tuple[int, int], dict[str, Any]]:
     total = max(1, math.ceil(total_rows / shard_rows))
     return (stable_bucket(str(row.get(id_field)), total), total), row
 
@@ -333,21 +405,33 @@ class WriteSettings:
     row_group_rows: int
 
 
-def write_group(item: tuple[Any, Iterable[dict[str, Any]]], path_of: Any, schema: pa.Schema,
-                settings: WriteSettings, sort_field: str) -> dict[str, Any]:
+def write_group(
+    item: tuple[Any, Iterable[dict[str, Any]]],
+    path_of: Any,
+    schema: pa.Schema,
+    settings: WriteSettings,
+    sort_field: str,
+) -> dict[str, Any]:
     key, rows = item
     # A total order (ties broken by every text column), so a file's bytes never depend on the
     # order in which the runner delivered its rows.
     ordered = sorted(rows, key=lambda r: (str(r.get(sort_field)), _tie_breaker(r)))
     path = path_of(key)
-    count = write_parquet(path, ordered, schema, compression=settings.compression,
-                          compression_level=settings.compression_level,
-                          row_group_rows=settings.row_group_rows)
+    count = write_parquet(
+        path,
+        ordered,
+        schema,
+        compression=settings.compression,
+        compression_level=settings.compression_level,
+        row_group_rows=settings.row_group_rows,
+    )
     return {"path": path, "rows": count}
 
 
 def _tie_breaker(row: dict[str, Any]) -> str:
-    return repr(sorted((k, v) for k, v in row.items() if isinstance(v, str | int | float) and v is not None))
+    return repr(
+        sorted((k, v) for k, v in row.items() if isinstance(v, str | int | float) and v is not None)
+    )
 
 
 class ShardPath:
@@ -381,7 +465,9 @@ class BuildResult:
 
 
 class Build:
-    def __init__(self, loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False) -> None:
+    def __init__(
+        self, loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False
+    ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self.out_dir = out_dir
@@ -399,8 +485,13 @@ class Build:
             shutil.rmtree(self.out_dir)
         fs.makedirs(self.out_dir)
         state_path = self._work("state.json")
-        identity = {"spec_sha256": self.loaded.sha256, "schema": self.schema.describe(),
-                    "spec_data_sha256": hashlib.sha256(json.dumps(self.loaded.data, sort_keys=True, default=str).encode()).hexdigest()}
+        identity = {
+            "spec_sha256": self.loaded.sha256,
+            "schema": self.schema.describe(),
+            "spec_data_sha256": hashlib.sha256(
+                json.dumps(self.loaded.data, sort_keys=True, default=str).encode()
+            ).hexdigest(),
+        }
         if fs.exists(state_path):
             previous = json.loads(fs.read_bytes(state_path))
             if previous != identity:
@@ -419,11 +510,13 @@ class Build:
             if path.startswith(DEMO_SCHEME):
                 from curate.sources.demo import materialise_demo
 
-                path = materialise_demo(path[len(DEMO_SCHEME):], self._work("demo_input"))
+                path = materialise_demo(path[len(DEMO_SCHEME) :], self._work("demo_input"))
             paths[source.label] = path
         return paths
 
-    def discover(self, paths: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    def discover(
+        self, paths: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]]]:
         tasks: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         inputs: dict[str, dict[str, Any]] = {}
@@ -440,15 +533,31 @@ class Build:
             for unit in units:
                 if unit.skip_reason:
                     skip_reasons[unit.skip_reason] += 1
-                    skipped.append({"unit_id": unit.unit_id, "uri": unit.uri, "source": label, "reason": unit.skip_reason})
-            inputs[label] = {"kind": source_spec.kind, "path": paths[label], "discovered": len(units),
-                             "skipped": dict(sorted(skip_reasons.items()))}
+                    skipped.append(
+                        {
+                            "unit_id": unit.unit_id,
+                            "uri": unit.uri,
+                            "source": label,
+                            "reason": unit.skip_reason,
+                        }
+                    )
+            inputs[label] = {
+                "kind": source_spec.kind,
+                "path": paths[label],
+                "discovered": len(units),
+                "skipped": dict(sorted(skip_reasons.items())),
+            }
             size = self.spec.work.units_per_task
             for index in range(0, len(active), size):
-                chunk = active[index:index + size]
+                chunk = active[index : index + size]
                 digest = hashlib.sha1("\n".join(u.unit_id for u in chunk).encode()).hexdigest()[:10]
-                tasks.append({"task_id": f"{label}-{index // size:06d}-{digest}", "source": label,
-                              "units": [u.as_dict() for u in chunk]})
+                tasks.append(
+                    {
+                        "task_id": f"{label}-{index // size:06d}-{digest}",
+                        "source": label,
+                        "units": [u.as_dict() for u in chunk],
+                    }
+                )
         return tasks, skipped, inputs
 
     # ---- phase 1 ----------------------------------------------------------------------------
@@ -457,7 +566,9 @@ class Build:
         done = [t for t in tasks if fs.exists(self._work("tasks", t["task_id"], "done.json"))]
         done_ids = {t["task_id"] for t in done}
         pending = [t for t in tasks if t["task_id"] not in done_ids]
-        log.info("phase 1: %d tasks, %d already done, %d to run", len(tasks), len(done), len(pending))
+        log.info(
+            "phase 1: %d tasks, %d already done, %d to run", len(tasks), len(done), len(pending)
+        )
         if pending:
             runner, options = self.runner.make()
             with beam.Pipeline(runner=runner, options=options) as pipeline:
@@ -465,7 +576,8 @@ class Build:
                     pipeline
                     | "PendingTasks" >> beam.Create(pending, reshuffle=False)
                     | "Distribute" >> beam.Reshuffle()
-                    | "ReadRulesEnrich" >> beam.ParDo(RunTaskDoFn(self.loaded.data, self.out_dir, paths))
+                    | "ReadRulesEnrich"
+                    >> beam.ParDo(RunTaskDoFn(self.loaded.data, self.out_dir, paths))
                 )
         return len(done), len(pending)
 
@@ -494,26 +606,39 @@ class Build:
         runner, options = self.runner.make()
         with beam.Pipeline(runner=runner, options=options) as p:
             kept_paths = p | "KeptFiles" >> beam.Create(kept_files, reshuffle=False)
-            compact = kept_paths | "ReadCompact" >> beam.FlatMap(read_compact, text_field, has_image)
+            compact = kept_paths | "ReadCompact" >> beam.FlatMap(
+                read_compact, text_field, has_image
+            )
             drops = []
             if exact.caption_image and text_field and has_image:
                 drops.append(
                     compact
-                    | "CaptionImageKey" >> beam.FlatMap(lambda r: [(r["caption_key"], r["record_id"])] if r["caption_key"] else [])
+                    | "CaptionImageKey"
+                    >> beam.FlatMap(
+                        lambda r: [(r["caption_key"], r["record_id"])] if r["caption_key"] else []
+                    )
                     | "GroupCaptionImage" >> beam.GroupByKey()
-                    | "CaptionImageDrops" >> beam.FlatMap(group_drops, "duplicate_caption_image", "dedup:exact_caption_image")
+                    | "CaptionImageDrops"
+                    >> beam.FlatMap(
+                        group_drops, "duplicate_caption_image", "dedup:exact_caption_image"
+                    )
                 )
             if exact.image_sha256 and has_image:
                 drops.append(
                     compact
-                    | "ImageKey" >> beam.FlatMap(lambda r: [(r["image_sha256"], r["record_id"])] if r["image_sha256"] else [])
+                    | "ImageKey"
+                    >> beam.FlatMap(
+                        lambda r: [(r["image_sha256"], r["record_id"])] if r["image_sha256"] else []
+                    )
                     | "GroupImage" >> beam.GroupByKey()
-                    | "ImageDrops" >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
+                    | "ImageDrops"
+                    >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
                 )
             drops.extend(self._plugin_drops(p, kept_paths))
             if drops:
                 decisions = (
-                    tuple(drops) | "AllDrops" >> beam.Flatten()
+                    tuple(drops)
+                    | "AllDrops" >> beam.Flatten()
                     | "OneDecisionPerRecord" >> beam.CombinePerKey(first_by_priority)
                 )
             else:
@@ -530,31 +655,65 @@ class Build:
             )
             kept = applied.kept
             split_counts = (
-                kept | "SplitOf" >> beam.Map(lambda r: (r["split"], 1)) | "CountSplits" >> beam.CombinePerKey(sum)
+                kept
+                | "SplitOf" >> beam.Map(lambda r: (r["split"], 1))
+                | "CountSplits" >> beam.CombinePerKey(sum)
             )
             _ = (
                 kept
-                | "ShardKey" >> beam.Map(shard_key, counts=beam.pvalue.AsDict(split_counts), shard_rows=out.shard_rows)
+                | "ShardKey"
+                >> beam.Map(
+                    shard_key, counts=beam.pvalue.AsDict(split_counts), shard_rows=out.shard_rows
+                )
                 | "GroupShards" >> beam.GroupByKey()
-                | "WriteShards" >> beam.Map(write_group, ShardPath(self.out_dir, "shards"), record_schema, settings, "record_id")
+                | "WriteShards"
+                >> beam.Map(
+                    write_group,
+                    ShardPath(self.out_dir, "shards"),
+                    record_schema,
+                    settings,
+                    "record_id",
+                )
             )
             self._plugin_instructions(kept, settings)
             phase1_rejects = (
-                p | "RejectFiles" >> beam.Create(reject_files, reshuffle=False) | "ReadRejects" >> beam.FlatMap(read_rows)
+                p
+                | "RejectFiles" >> beam.Create(reject_files, reshuffle=False)
+                | "ReadRejects" >> beam.FlatMap(read_rows)
             )
             all_rejects = (phase1_rejects, applied.rejected) | "AllRejects" >> beam.Flatten()
-            self._write_flat(all_rejects, "Rejects", layout.REJECTS, rejects_schema, settings, "record_id")
-            errors = p | "ErrorFiles" >> beam.Create(error_files, reshuffle=False) | "ReadErrors" >> beam.FlatMap(read_rows)
+            self._write_flat(
+                all_rejects, "Rejects", layout.REJECTS, rejects_schema, settings, "record_id"
+            )
+            errors = (
+                p
+                | "ErrorFiles" >> beam.Create(error_files, reshuffle=False)
+                | "ReadErrors" >> beam.FlatMap(read_rows)
+            )
             self._write_flat(errors, "Errors", layout.ERRORS, ERROR_SCHEMA, settings, "source_uri")
 
-    def _write_flat(self, rows: Any, label: str, folder: str, schema: pa.Schema, settings: WriteSettings, sort_field: str) -> None:
+    def _write_flat(
+        self,
+        rows: Any,
+        label: str,
+        folder: str,
+        schema: pa.Schema,
+        settings: WriteSettings,
+        sort_field: str,
+    ) -> None:
         total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
         _ = (
             rows
-            | f"Key{label}" >> beam.Map(file_key, total_rows=beam.pvalue.AsSingleton(total),
-                                        shard_rows=self.spec.output.shard_rows, id_field=sort_field)
+            | f"Key{label}"
+            >> beam.Map(
+                file_key,
+                total_rows=beam.pvalue.AsSingleton(total),
+                shard_rows=self.spec.output.shard_rows,
+                id_field=sort_field,
+            )
             | f"Group{label}" >> beam.GroupByKey()
-            | f"Write{label}" >> beam.Map(write_group, FlatPath(self.out_dir, folder), schema, settings, sort_field)
+            | f"Write{label}"
+            >> beam.Map(write_group, FlatPath(self.out_dir, folder), schema, settings, sort_field)
         )
 
     def _plugin_drops(self, pipeline: Any, kept_paths: Any) -> list[Any]:
@@ -573,12 +732,24 @@ class Build:
     def write_skipped(self, skipped: list[dict[str, Any]]) -> None:
         if skipped:
             rows = sorted(skipped, key=lambda r: (r["source"], r["unit_id"]))
-            write_parquet(fs.join(self.out_dir, "skipped", "part-00000.parquet"), rows, SKIPPED_SCHEMA,
-                          compression=self.spec.output.compression)
+            write_parquet(
+                fs.join(self.out_dir, "skipped", "part-00000.parquet"),
+                rows,
+                SKIPPED_SCHEMA,
+                compression=self.spec.output.compression,
+            )
 
-    def manifest(self, tasks: list[dict[str, Any]], inputs: dict[str, dict[str, Any]], resumed: int,
-                 ran: int, started: float) -> dict[str, Any]:
-        outcomes = [json.loads(fs.read_bytes(self._work("tasks", t["task_id"], "done.json"))) for t in tasks]
+    def manifest(
+        self,
+        tasks: list[dict[str, Any]],
+        inputs: dict[str, dict[str, Any]],
+        resumed: int,
+        ran: int,
+        started: float,
+    ) -> dict[str, Any]:
+        outcomes = [
+            json.loads(fs.read_bytes(self._work("tasks", t["task_id"], "done.json"))) for t in tasks
+        ]
         stages: dict[str, StageCounts] = {}
         unit_errors: Counter = Counter()
         read_rejects: Counter = Counter()
@@ -607,52 +778,104 @@ class Build:
         error_reasons: Counter = outputs.pop("error_reasons")
         rejected_total = sum(reject_reasons.values())
         kept_total = sum(outputs["shards"].values())
-        phase2_rejects = {s: n for s, n in reject_stages.items() if s.startswith(("dedup", "decontaminate", "quality"))}
+        phase2_rejects = {
+            s: n
+            for s, n in reject_stages.items()
+            if s.startswith(("dedup", "decontaminate", "quality"))
+        }
         stage_errors = sum(c.errors for c in stages.values())
         record_errors = sum(read_record_errors.values()) + stage_errors
         units_discovered = sum(e["discovered"] for e in inputs.values())
         units_skipped = sum(sum(e["skipped"].values()) for e in inputs.values())
         units_read = sum(e["read"] for e in inputs.values())
         units_failed = sum(unit_errors.values())
-        phase2 = StageCounts(records_in=phase1_kept, out=kept_total, produced=kept_total,
-                             rejected=sum(phase2_rejects.values()))
+        phase2 = StageCounts(
+            records_in=phase1_kept,
+            out=kept_total,
+            produced=kept_total,
+            rejected=sum(phase2_rejects.values()),
+        )
         phase2.reject_reasons.update({r: n for r, n in outputs["phase2_reject_reasons"].items()})
-        stage_table = {"read": {"units_in": units_discovered - units_skipped, "units_read": units_read,
-                                "units_failed": units_failed, "records_out": candidates - sum(read_rejects.values()) - sum(read_record_errors.values()),
-                                "rejected": sum(read_rejects.values()), "record_errors": sum(read_record_errors.values()),
-                                "reject_reasons": dict(sorted(read_rejects.items())),
-                                "error_reasons": dict(sorted((unit_errors + read_record_errors).items()))}}
+        stage_table = {
+            "read": {
+                "units_in": units_discovered - units_skipped,
+                "units_read": units_read,
+                "units_failed": units_failed,
+                "records_out": candidates
+                - sum(read_rejects.values())
+                - sum(read_record_errors.values()),
+                "rejected": sum(read_rejects.values()),
+                "record_errors": sum(read_record_errors.values()),
+                "reject_reasons": dict(sorted(read_rejects.items())),
+                "error_reasons": dict(sorted((unit_errors + read_record_errors).items())),
+            }
+        }
         stage_table.update({name: c.as_dict() for name, c in stages.items()})
         stage_table["phase2"] = phase2.as_dict()
         error_rows = sum(error_reasons.values())
         identities = [
-            _identity("every discovered unit is skipped, read or failed", units_discovered,
-                      units_skipped + units_read + units_failed),
-            _identity("every candidate record is kept, rejected or an error", candidates,
-                      kept_total + rejected_total + record_errors),
-            _identity("rows in errors/ equal unit failures plus record errors", error_rows, units_failed + record_errors),
-            _identity("phase 2: records in equal kept plus phase-2 rejects", phase1_kept, kept_total + phase2.rejected),
+            _identity(
+                "every discovered unit is skipped, read or failed",
+                units_discovered,
+                units_skipped + units_read + units_failed,
+            ),
+            _identity(
+                "every candidate record is kept, rejected or an error",
+                candidates,
+                kept_total + rejected_total + record_errors,
+            ),
+            _identity(
+                "rows in errors/ equal unit failures plus record errors",
+                error_rows,
+                units_failed + record_errors,
+            ),
+            _identity(
+                "phase 2: records in equal kept plus phase-2 rejects",
+                phase1_kept,
+                kept_total + phase2.rejected,
+            ),
         ]
         for name, counts in stages.items():
-            identities.append(_identity(f"stage {name}: in == out + rejected + errors", counts.records_in,
-                                        counts.out + counts.rejected + counts.errors))
+            identities.append(
+                _identity(
+                    f"stage {name}: in == out + rejected + errors",
+                    counts.records_in,
+                    counts.out + counts.rejected + counts.errors,
+                )
+            )
         attempted = (units_discovered - units_skipped) + candidates
         error_fraction = (units_failed + record_errors) / attempted if attempted else 0.0
         return {
             "curate_version": __version__,
             "created_unix": int(time.time()),
             "duration_s": round(time.time() - started, 3),
-            "spec": {"name": self.spec.name, "path": str(self.loaded.path), "sha256": self.loaded.sha256,
-                     "resolved": self.loaded.data},
+            "spec": {
+                "name": self.spec.name,
+                "path": str(self.loaded.path),
+                "sha256": self.loaded.sha256,
+                "resolved": self.loaded.data,
+            },
             "schema": self.schema.describe(),
-            "tables": {"shards": {"schema": self.schema.describe()}, **outputs.pop("table_schemas")},
+            "tables": {
+                "shards": {"schema": self.schema.describe()},
+                **outputs.pop("table_schemas"),
+            },
             "versions": package_versions(),
             "runner": self.runner.describe(),
             "tasks": {"total": len(tasks), "resumed": resumed, "ran": ran},
             "inputs": inputs,
-            "records": {"candidates": candidates, "kept": kept_total, "rejected": rejected_total,
-                        "errors": record_errors},
-            "units": {"discovered": units_discovered, "skipped": units_skipped, "read": units_read, "failed": units_failed},
+            "records": {
+                "candidates": candidates,
+                "kept": kept_total,
+                "rejected": rejected_total,
+                "errors": record_errors,
+            },
+            "units": {
+                "discovered": units_discovered,
+                "skipped": units_skipped,
+                "read": units_read,
+                "failed": units_failed,
+            },
             "splits": outputs["shards"],
             "stages": stage_table,
             "reject_reasons": dict(sorted(reject_reasons.items())),
@@ -665,8 +888,15 @@ class Build:
         }
 
     def _output_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {"shards": {}, "files": [], "reject_reasons": Counter(), "reject_stages": Counter(),
-                                 "error_reasons": Counter(), "phase2_reject_reasons": Counter(), "table_schemas": {}}
+        stats: dict[str, Any] = {
+            "shards": {},
+            "files": [],
+            "reject_reasons": Counter(),
+            "reject_stages": Counter(),
+            "error_reasons": Counter(),
+            "phase2_reject_reasons": Counter(),
+            "table_schemas": {},
+        }
         for table in layout.TABLES:
             for path in fs.glob(fs.join(self.out_dir, table, "*", "*.parquet")):
                 rows = count_rows(path)
@@ -679,19 +909,21 @@ class Build:
                 stats["files"].append(_file_entry(self.out_dir, path, rows))
         if "instructions" in stats:
             stats.setdefault("extra", {})["instruction_splits"] = stats.pop("instructions")
-            stats["table_schemas"]["instructions"] = {"schema": load_schema("instruction.v1").describe()}
+            stats["table_schemas"]["instructions"] = {
+                "schema": load_schema("instruction.v1").describe()
+            }
         for path in fs.glob(fs.join(self.out_dir, layout.REJECTS, "*.parquet")):
-            rows = read_rows(path, columns=["reason", "reject_stage"])
-            for row in rows:
+            reject_rows = read_rows(path, columns=["reason", "reject_stage"])
+            for row in reject_rows:
                 stats["reject_reasons"][row["reason"]] += 1
                 stats["reject_stages"][row["reject_stage"]] += 1
                 if row["reject_stage"].startswith(("dedup", "decontaminate", "quality")):
                     stats["phase2_reject_reasons"][row["reason"]] += 1
-            stats["files"].append(_file_entry(self.out_dir, path, len(rows)))
+            stats["files"].append(_file_entry(self.out_dir, path, len(reject_rows)))
         for path in fs.glob(fs.join(self.out_dir, layout.ERRORS, "*.parquet")):
-            rows = read_rows(path, columns=["reason"])
-            stats["error_reasons"].update(r["reason"] for r in rows)
-            stats["files"].append(_file_entry(self.out_dir, path, len(rows)))
+            error_rows = read_rows(path, columns=["reason"])
+            stats["error_reasons"].update(r["reason"] for r in error_rows)
+            stats["files"].append(_file_entry(self.out_dir, path, len(error_rows)))
         for path in fs.glob(fs.join(self.out_dir, "skipped", "*.parquet")):
             stats["files"].append(_file_entry(self.out_dir, path, count_rows(path)))
         stats["files"].sort(key=lambda f: f["path"])
@@ -714,12 +946,16 @@ class Build:
         if broken:
             message = "accounting identities do not hold: " + "; ".join(i["name"] for i in broken)
         elif not ok:
-            message = (f"error fraction {manifest['error_fraction']:.3f} exceeds max_error_fraction "
-                       f"{self.spec.max_error_fraction}")
+            message = (
+                f"error fraction {manifest['error_fraction']:.3f} exceeds max_error_fraction "
+                f"{self.spec.max_error_fraction}"
+            )
         manifest["status"] = "ok" if ok else "failed"
         manifest["status_message"] = message
-        fs.write_bytes_atomic(fs.join(self.out_dir, layout.MANIFEST),
-                              json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+        fs.write_bytes_atomic(
+            fs.join(self.out_dir, layout.MANIFEST),
+            json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(),
+        )
         return BuildResult(manifest=manifest, ok=ok, message=message)
 
 
@@ -729,9 +965,13 @@ def _identity(name: str, lhs: int, rhs: int) -> dict[str, Any]:
 
 def _file_entry(out_dir: str, path: str, rows: int) -> dict[str, Any]:
     data = fs.read_bytes(path)
-    relative = path[len(out_dir):].lstrip("/\\") if path.startswith(out_dir) else path
-    return {"path": relative.replace("\\", "/"), "rows": rows, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    relative = path[len(out_dir) :].lstrip("/\\") if path.startswith(out_dir) else path
+    return {
+        "path": relative.replace("\\", "/"),
+        "rows": rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def build(loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False) -> BuildResult:

@@ -18,12 +18,24 @@ PLUGIN_CLIS = ("curate.link.cli", "curate.dedup.cli", "curate.instruct.cli", "cu
 
 
 def _add_spec_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", required=True, help="bundled spec stem (demo, pmc15m, ...) or a YAML path")
-    parser.add_argument("--source", action="append", default=[], metavar="[NAME=]PATH",
-                        help="point a spec source at another path (local, gs://, s3://); repeatable")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any spec field by dotted path, value parsed as YAML "
-                             "(e.g. --set split.seed=7 --set output.shard_rows=500); repeatable")
+    parser.add_argument(
+        "--spec", required=True, help="bundled spec stem (demo, pmc15m, ...) or a YAML path"
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="point a spec source at another path (local, gs://, s3://); repeatable",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any spec field by dotted path, value parsed as YAML "
+        "(e.g. --set split.seed=7 --set output.shard_rows=500); repeatable",
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -40,7 +52,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if loaded is None:
         print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{path}: ok (spec {loaded.spec.name}, schema {loaded.spec.schema_}, sha256 {loaded.sha256[:12]})")
+    print(
+        f"{path}: ok (spec {loaded.spec.name}, schema {loaded.spec.schema_}, sha256 {loaded.sha256[:12]})"
+    )
     return 0
 
 
@@ -50,8 +64,12 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
     from curate.spec import load_spec
 
     loaded = load_spec(args.spec, args.source, args.set)
-    runner = RunnerChoice(runner=args.runner, running_mode=args.running_mode, num_workers=args.workers,
-                          beam_args=beam_args)
+    runner = RunnerChoice(
+        runner=args.runner,
+        running_mode=args.running_mode,
+        num_workers=args.workers,
+        beam_args=beam_args,
+    )
     result = build(loaded, args.out, runner, fresh=args.fresh)
     summary = summarise(result.manifest)
     print(summary)
@@ -72,11 +90,17 @@ def summarise(manifest: dict[str, Any]) -> str:
     if manifest.get("instruction_splits"):
         lines.append(f"instructions: {manifest['instruction_splits']}")
     if manifest["reject_reasons"]:
-        lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in manifest["reject_reasons"].items()))
+        lines.append(
+            "rejected: " + ", ".join(f"{k}={v}" for k, v in manifest["reject_reasons"].items())
+        )
     if manifest["error_reasons"]:
-        lines.append("errors: " + ", ".join(f"{k}={v}" for k, v in manifest["error_reasons"].items()))
+        lines.append(
+            "errors: " + ", ".join(f"{k}={v}" for k, v in manifest["error_reasons"].items())
+        )
     holds = all(i["holds"] for i in manifest["identities"])
-    lines.append(f"accounting identities: {'all hold' if holds else 'BROKEN'} ({len(manifest['identities'])})")
+    lines.append(
+        f"accounting identities: {'all hold' if holds else 'BROKEN'} ({len(manifest['identities'])})"
+    )
     return "\n".join(lines)
 
 
@@ -132,22 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    validate = sub.add_parser("validate", help="check a spec and its rule files; problems as file:line")
+    validate = sub.add_parser(
+        "validate", help="check a spec and its rule files; problems as file:line"
+    )
     _add_spec_overrides(validate)
     validate.set_defaults(func=cmd_validate)
 
     build = sub.add_parser(
-        "build", help="run a spec; unknown --options are passed to Beam (e.g. --project, --region, --temp_location)",
+        "build",
+        help="run a spec; unknown --options are passed to Beam (e.g. --project, --region, --temp_location)",
     )
     _add_spec_overrides(build)
     build.add_argument("--out", required=True, help="output directory (local, gs://, s3://)")
-    build.add_argument("--runner", default="local",
-                       help="local (FnApiRunner, default) or a Beam runner name: DataflowRunner, FlinkRunner, SparkRunner")
-    build.add_argument("--running-mode", default="multi_processing",
-                       choices=["multi_processing", "multi_threading", "in_memory"],
-                       help="FnApiRunner mode for local builds")
+    build.add_argument(
+        "--runner",
+        default="local",
+        help="local (FnApiRunner, default) or a Beam runner name: DataflowRunner, FlinkRunner, SparkRunner",
+    )
+    build.add_argument(
+        "--running-mode",
+        default="multi_processing",
+        choices=["multi_processing", "multi_threading", "in_memory"],
+        help="FnApiRunner mode for local builds",
+    )
     build.add_argument("--workers", type=int, default=0, help="local workers (default: all cores)")
-    build.add_argument("--fresh", action="store_true", help="discard earlier work in --out instead of resuming")
+    build.add_argument(
+        "--fresh", action="store_true", help="discard earlier work in --out instead of resuming"
+    )
     build.set_defaults(func=cmd_build, takes_beam_args=True)
 
     inspect = sub.add_parser("inspect", help="summarise a build and show a few records")
@@ -176,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_beam_args", False):
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         if getattr(args, "takes_beam_args", False):
             return int(args.func(args, extra))

@@ -38,8 +38,12 @@ class RunnerChoice:
                 mode = "in_memory"  # a subprocess worker only adds start-up cost with one core
             if mode == "in_memory":
                 workers = 1  # in-memory runs one bundle at a time whatever the count says
-            args = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}",
-                    "--default_sdk_harness_log_level=WARNING", *self.beam_args]
+            args = [
+                f"--direct_running_mode={mode}",
+                f"--direct_num_workers={workers}",
+                "--default_sdk_harness_log_level=WARNING",
+                *self.beam_args,
+            ]
             return FnApiRunner(), PipelineOptions(args)
         return None, PipelineOptions([f"--runner={self.runner}", *self.beam_args])
 

@@ -132,10 +132,12 @@ def schema_from_definition(definition: dict[str, Any]) -> RecordSchema:
         raise SpecError("schema needs `name` and an integer `version`")
     fields = [_arrow_field(f, name) for f in definition.get("fields", [])]
     digest = _canonical_hash(definition)
-    schema = RecordSchema(name=name, version=version, hash=digest, arrow=pa.schema(fields),
-                          definition=definition)
-    return RecordSchema(name, version, digest, schema.arrow.with_metadata(schema.metadata()),
-                        definition)
+    schema = RecordSchema(
+        name=name, version=version, hash=digest, arrow=pa.schema(fields), definition=definition
+    )
+    return RecordSchema(
+        name, version, digest, schema.arrow.with_metadata(schema.metadata()), definition
+    )
 
 
 @cache

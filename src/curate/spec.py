@@ -30,8 +30,12 @@ class _Model(BaseModel):
 
 class SourceSpec(_Model):
     kind: str = Field(description="source kind: pmc, mimic_cxr, iu_xray, ct_rate, ...")
-    path: str = Field(description="local path, gs:// or s3:// URI, or demo:<name> for generated demo data")
-    name: str | None = Field(default=None, description="name used by --source NAME=PATH; defaults to kind")
+    path: str = Field(
+        description="local path, gs:// or s3:// URI, or demo:<name> for generated demo data"
+    )
+    name: str | None = Field(
+        default=None, description="name used by --source NAME=PATH; defaults to kind"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific options")
 
     @property
@@ -40,20 +44,30 @@ class SourceSpec(_Model):
 
 
 class ExactDedupSpec(_Model):
-    image_sha256: bool = Field(True, description="drop records whose image bytes repeat another record's")
-    caption_image: bool = Field(True, description="drop records whose normalised caption and image both repeat")
+    image_sha256: bool = Field(
+        True, description="drop records whose image bytes repeat another record's"
+    )
+    caption_image: bool = Field(
+        True, description="drop records whose normalised caption and image both repeat"
+    )
 
 
 class DedupSpec(_Model):
     exact: ExactDedupSpec = Field(default_factory=ExactDedupSpec)
-    near: dict[str, Any] | None = Field(default=None, description="near-duplicate settings (perceptual hash, MinHash-LSH)")
+    near: dict[str, Any] | None = Field(
+        default=None, description="near-duplicate settings (perceptual hash, MinHash-LSH)"
+    )
     semantic: dict[str, Any] | None = Field(default=None, description="SemDeDup settings")
 
 
 class SplitSpec(_Model):
     seed: int = 0
-    ratios: dict[str, float] = Field(default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05})
-    group_by: str | None = Field(default=None, description="field that keeps related records together; default: the source's")
+    ratios: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05}
+    )
+    group_by: str | None = Field(
+        default=None, description="field that keeps related records together; default: the source's"
+    )
 
     @field_validator("ratios")
     @classmethod
@@ -67,14 +81,20 @@ class SplitSpec(_Model):
 
 class OutputSpec(_Model):
     shard_rows: int = Field(2000, ge=1, description="target rows per shard")
-    row_group_rows: int = Field(256, ge=1, description="rows per Parquet row group (the unit load_shards divides)")
+    row_group_rows: int = Field(
+        256, ge=1, description="rows per Parquet row group (the unit load_shards divides)"
+    )
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     compression_level: int | None = None
 
 
 class EnrichSpec(_Model):
-    modality: bool = Field(True, description="keyword modality tagging from curation_rules/modality.v1.yaml")
-    link: dict[str, Any] | None = Field(default=None, description="UMLS linking settings (curate.link)")
+    modality: bool = Field(
+        True, description="keyword modality tagging from curation_rules/modality.v1.yaml"
+    )
+    link: dict[str, Any] | None = Field(
+        default=None, description="UMLS linking settings (curate.link)"
+    )
 
 
 class WorkSpec(_Model):
@@ -86,7 +106,9 @@ class Spec(_Model):
     description: str = ""
     schema_: str = Field(alias="schema", description="record schema, e.g. figure_caption.v1")
     sources: list[SourceSpec] = Field(min_length=1)
-    rules: list[str] = Field(default_factory=list, description="rule files in curation_rules/ (by stem) or paths")
+    rules: list[str] = Field(
+        default_factory=list, description="rule files in curation_rules/ (by stem) or paths"
+    )
     enrich: EnrichSpec = Field(default_factory=EnrichSpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
     quality: dict[str, Any] | None = None
@@ -96,7 +118,9 @@ class Spec(_Model):
     instruct: dict[str, Any] | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     work: WorkSpec = Field(default_factory=WorkSpec)
-    max_error_fraction: float = Field(0.25, ge=0, le=1, description="fail the build when more inputs than this fraction error")
+    max_error_fraction: float = Field(
+        0.25, ge=0, le=1, description="fail the build when more inputs than this fraction error"
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -125,7 +149,9 @@ def section_model(path: tuple[str, ...]) -> type[BaseModel]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise SpecError(f"section {'.'.join(path)} needs {module_name}, which is not available: {exc}") from exc
+        raise SpecError(
+            f"section {'.'.join(path)} needs {module_name}, which is not available: {exc}"
+        ) from exc
     return getattr(module, class_name)
 
 
@@ -191,10 +217,14 @@ def resolve_spec_path(name_or_path: str) -> Path:
     if bundled.is_file():
         return bundled
     available = sorted(p.stem for p in resource_dir("pipelines").glob("*.yaml"))
-    raise SpecError(f"no spec {name_or_path!r}: not a file, and not a bundled spec ({', '.join(available)})")
+    raise SpecError(
+        f"no spec {name_or_path!r}: not a file, and not a bundled spec ({', '.join(available)})"
+    )
 
 
-def apply_overrides(data: dict[str, Any], sources: list[str], sets: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], sources: list[str] | tuple[str, ...], sets: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
     """Command-line overrides: `--source [NAME=]PATH` and `--set dotted.key=YAML_VALUE`."""
     data = copy.deepcopy(data)
     for item in sources:
@@ -237,7 +267,9 @@ class LoadedSpec:
     data: dict[str, Any]
 
 
-def validate_spec(path: Path, sources: list[str] = (), sets: list[str] = ()) -> tuple[LoadedSpec | None, list[Problem]]:  # type: ignore[assignment]
+def validate_spec(
+    path: Path, sources: list[str] | tuple[str, ...] = (), sets: list[str] | tuple[str, ...] = ()
+) -> tuple[LoadedSpec | None, list[Problem]]:
     """Validate a spec file fully: the model, optional sections, rule files and rule names."""
     text = path.read_text(encoding="utf-8")
     where = str(path)
@@ -275,15 +307,25 @@ def validate_spec(path: Path, sources: list[str] = (), sets: list[str] = ()) -> 
             cls = get_source_class(source.kind)
             cls.options_model(**source.options)
             if cls.schema_ref and cls.schema_ref != spec.schema_:
-                problems.append(Problem(where, _nearest_line(lines, ("sources", i, "kind")),
-                                        f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}"))
+                problems.append(
+                    Problem(
+                        where,
+                        _nearest_line(lines, ("sources", i, "kind")),
+                        f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}",
+                    )
+                )
         except SpecError as exc:
             problems.append(Problem(where, _nearest_line(lines, ("sources", i, "kind")), str(exc)))
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ("sources", i, "options", *err["loc"])
-                problems.append(Problem(where, _nearest_line(lines, loc),
-                                        f"sources.{i}.options.{'.'.join(map(str, err['loc']))}: {err['msg']}"))
+                problems.append(
+                    Problem(
+                        where,
+                        _nearest_line(lines, loc),
+                        f"sources.{i}.options.{'.'.join(map(str, err['loc']))}: {err['msg']}",
+                    )
+                )
     for path_key in SECTION_MODELS:
         node: Any = data
         for key in path_key:
@@ -297,8 +339,12 @@ def validate_spec(path: Path, sources: list[str] = (), sets: list[str] = ()) -> 
         except ValidationError as exc:
             for err in exc.errors():
                 loc = (*path_key, *err["loc"])
-                problems.append(Problem(where, _nearest_line(lines, loc), f"{'.'.join(map(str, loc))}: {err['msg']}"))
-    from curate.rules.files import validate_rule_file, resolve_rule_file
+                problems.append(
+                    Problem(
+                        where, _nearest_line(lines, loc), f"{'.'.join(map(str, loc))}: {err['msg']}"
+                    )
+                )
+    from curate.rules.files import resolve_rule_file, validate_rule_file
 
     for i, ref in enumerate(spec.rules):
         try:
@@ -313,7 +359,11 @@ def validate_spec(path: Path, sources: list[str] = (), sets: list[str] = ()) -> 
     return LoadedSpec(spec=spec, path=path, text=text, sha256=digest, data=data), []
 
 
-def load_spec(name_or_path: str, sources: list[str] = (), sets: list[str] = ()) -> LoadedSpec:  # type: ignore[assignment]
+def load_spec(
+    name_or_path: str,
+    sources: list[str] | tuple[str, ...] = (),
+    sets: list[str] | tuple[str, ...] = (),
+) -> LoadedSpec:
     path = resolve_spec_path(name_or_path)
     loaded, problems = validate_spec(path, sources, sets)
     if loaded is None:

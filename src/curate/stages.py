@@ -49,7 +49,12 @@ class Failed:
 
     @classmethod
     def from_exception(
-        cls, exc: BaseException, *, stage: str, source_uri: str, unit_id: str | None = None,
+        cls,
+        exc: BaseException,
+        *,
+        stage: str,
+        source_uri: str,
+        unit_id: str | None = None,
         record_id: str | None = None,
     ) -> Failed:
         reason = exc.reason if isinstance(exc, CurateError) else "unexpected_error"
@@ -61,14 +66,23 @@ class Failed:
                 last = tb[-1]
                 message = f"{message} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
         return cls(
-            source_uri=source_uri, stage=stage, error_type=type(exc).__name__, reason=reason,
-            message=_ADDRESS.sub("", message)[:2000], unit_id=unit_id, record_id=record_id,
+            source_uri=source_uri,
+            stage=stage,
+            error_type=type(exc).__name__,
+            reason=reason,
+            message=_ADDRESS.sub("", message)[:2000],
+            unit_id=unit_id,
+            record_id=record_id,
         )
 
     def as_row(self) -> dict[str, Any]:
         return {
-            "source_uri": self.source_uri, "unit_id": self.unit_id, "record_id": self.record_id,
-            "stage": self.stage, "error_type": self.error_type, "reason": self.reason,
+            "source_uri": self.source_uri,
+            "unit_id": self.unit_id,
+            "record_id": self.record_id,
+            "stage": self.stage,
+            "error_type": self.error_type,
+            "reason": self.reason,
             "message": self.message,
         }
 
@@ -96,18 +110,24 @@ class StageCounts:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "in": self.records_in, "out": self.out, "produced": self.produced,
+            "in": self.records_in,
+            "out": self.out,
+            "produced": self.produced,
             "rejected": self.rejected,
-            "errors": self.errors, "reject_reasons": dict(sorted(self.reject_reasons.items())),
+            "errors": self.errors,
+            "reject_reasons": dict(sorted(self.reject_reasons.items())),
             "error_reasons": dict(sorted(self.error_reasons.items())),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageCounts:
         return cls(
-            records_in=data["in"], out=data["out"], produced=data.get("produced", data["out"]),
+            records_in=data["in"],
+            out=data["out"],
+            produced=data.get("produced", data["out"]),
             rejected=data["rejected"],
-            errors=data["errors"], reject_reasons=Counter(data.get("reject_reasons", {})),
+            errors=data["errors"],
+            reject_reasons=Counter(data.get("reject_reasons", {})),
             error_reasons=Counter(data.get("error_reasons", {})),
         )
 
@@ -145,7 +165,10 @@ class ChainResult:
 
 
 def run_chain(
-    stages: list[Stage], records: Iterable[Record], *, result: ChainResult | None = None,
+    stages: list[Stage],
+    records: Iterable[Record],
+    *,
+    result: ChainResult | None = None,
 ) -> ChainResult:
     """Apply `stages` in order to `records`, accounting for every record at every stage."""
     result = result or ChainResult()
@@ -159,8 +182,11 @@ def run_chain(
                 outputs = list(stage.process(record))
             except Exception as exc:  # noqa: BLE001 - dead letter, never a crashed run
                 failure = Failed.from_exception(
-                    exc, stage=stage.name, source_uri=str(record.get("source_uri", "")),
-                    unit_id=record.get("unit_id"), record_id=record.get("record_id"),
+                    exc,
+                    stage=stage.name,
+                    source_uri=str(record.get("source_uri", "")),
+                    unit_id=record.get("unit_id"),
+                    record_id=record.get("record_id"),
                 )
                 counts.errors += 1
                 counts.error_reasons[failure.reason] += 1
@@ -187,11 +213,17 @@ def run_chain(
             elif not rejected_here:
                 counts.errors += 1
                 counts.error_reasons["dropped_without_reason"] += 1
-                result.failed.append(Failed(
-                    source_uri=str(record.get("source_uri", "")), stage=stage.name,
-                    error_type="SilentDrop", reason="dropped_without_reason",
-                    message=f"stage {stage.name} yielded nothing for this record",
-                    unit_id=record.get("unit_id"), record_id=record.get("record_id")))
+                result.failed.append(
+                    Failed(
+                        source_uri=str(record.get("source_uri", "")),
+                        stage=stage.name,
+                        error_type="SilentDrop",
+                        reason="dropped_without_reason",
+                        message=f"stage {stage.name} yielded nothing for this record",
+                        unit_id=record.get("unit_id"),
+                        record_id=record.get("record_id"),
+                    )
+                )
         current = following
     result.kept.extend(current)
     return result

@@ -23,12 +23,26 @@ CORPUS: dict[str, Path] = {}
 
 def corpus_args() -> list[str]:
     # Every build reads one generated corpus, so source URIs (and so rejects/errors) are equal.
-    return [f"--source=pmc_{layout}={CORPUS['root'] / layout}" for layout in ("cloud", "legacy", "folder")]
+    return [
+        f"--source=pmc_{layout}={CORPUS['root'] / layout}"
+        for layout in ("cloud", "legacy", "folder")
+    ]
 
 
 def build(out: Path, *extra: str) -> int:
-    return main(["build", "--spec", "demo", "--out", str(out), "--running-mode", "in_memory",
-                 *corpus_args(), *extra])
+    return main(
+        [
+            "build",
+            "--spec",
+            "demo",
+            "--out",
+            str(out),
+            "--running-mode",
+            "in_memory",
+            *corpus_args(),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +77,32 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
     assert m["units"] == {"discovered": 28, "skipped": 6, "read": 14, "failed": 8}
     assert m["records"] == {"candidates": 28, "kept": 15, "rejected": 9, "errors": 4}
     assert m["reject_reasons"] == {
-        "article_type_excluded:correction": 1, "duplicate_caption_image": 1, "duplicate_image": 1,
-        "image_missing": 1, "license_not_allowed:noncommercial": 5,
+        "article_type_excluded:correction": 1,
+        "duplicate_caption_image": 1,
+        "duplicate_image": 1,
+        "image_missing": 1,
+        "license_not_allowed:noncommercial": 5,
     }
     assert m["error_reasons"] == {
-        "empty_input": 1, "hostile_xml": 2, "malformed_xml": 1, "not_jats": 1, "not_utf8": 1,
-        "package_without_xml": 1, "truncated_archive": 1, "unreadable_image": 1, "unsafe_archive_member": 3,
+        "empty_input": 1,
+        "hostile_xml": 2,
+        "malformed_xml": 1,
+        "not_jats": 1,
+        "not_utf8": 1,
+        "package_without_xml": 1,
+        "truncated_archive": 1,
+        "unreadable_image": 1,
+        "unsafe_archive_member": 3,
     }
     from collections import Counter
 
     skipped = sum((Counter(src["skipped"]) for src in m["inputs"].values()), Counter())
-    assert skipped == {"not_open_access": 1, "retracted": 1, "superseded_version": 3, "package_absent": 1}
+    assert skipped == {
+        "not_open_access": 1,
+        "retracted": 1,
+        "superseded_version": 3,
+        "package_absent": 1,
+    }
     assert sum(m["splits"].values()) == 15
     assert m["spec"]["sha256"] and m["schema"]["name"] == "figure_caption"
     assert m["versions"]["apache-beam"].startswith("2.")
@@ -106,8 +135,19 @@ def test_shards_read_back_with_schema_and_no_article_in_two_splits(demo_out: Pat
 def test_killed_build_resumes_to_identical_shards(demo_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     env = {**os.environ, CRASH_AFTER_TASKS_ENV: "3"}
-    cmd = [sys.executable, "-m", "curate.cli", "build", "--spec", "demo", "--out", str(out),
-           "--running-mode", "in_memory", *corpus_args()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate.cli",
+        "build",
+        "--spec",
+        "demo",
+        "--out",
+        str(out),
+        "--running-mode",
+        "in_memory",
+        *corpus_args(),
+    ]
     crashed = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     done = sorted((out / "_work" / "tasks").glob("*/done.json"))
@@ -118,8 +158,10 @@ def test_killed_build_resumes_to_identical_shards(demo_out: Path, tmp_path: Path
     m = manifest(out)
     assert m["tasks"] == {"total": 8, "resumed": 3, "ran": 5}
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished tasks were not redone
+
     def outputs(mm: dict) -> dict:
         return {f["path"]: f["sha256"] for f in mm["files"]}
+
     assert outputs(m) == outputs(manifest(demo_out))
     assert m["records"] == manifest(demo_out)["records"]
 
@@ -132,20 +174,27 @@ def test_rerun_of_finished_build_redoes_nothing(demo_out: Path) -> None:
     assert [f["sha256"] for f in after["files"]] == [f["sha256"] for f in before["files"]]
 
 
-def test_other_spec_in_same_out_dir_is_refused(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_other_spec_in_same_out_dir_is_refused(
+    demo_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert build(demo_out, "--set", "split.seed=99") == 2
     assert "another spec" in capsys.readouterr().err
 
 
 def test_default_multiprocessing_runner_gives_same_shards(demo_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "mp"
-    assert main(["build", "--spec", "demo", "--out", str(out), "--workers", "2", *corpus_args()]) == 0
+    assert (
+        main(["build", "--spec", "demo", "--out", str(out), "--workers", "2", *corpus_args()]) == 0
+    )
     assert manifest(out)["runner"]["running_mode"] == "multi_processing"
     assert {f["path"]: f["sha256"] for f in manifest(out)["files"]} == {
-        f["path"]: f["sha256"] for f in manifest(demo_out)["files"]}
+        f["path"]: f["sha256"] for f in manifest(demo_out)["files"]
+    }
 
 
-def test_error_fraction_limit_fails_the_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_error_fraction_limit_fails_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert build(tmp_path / "strict", "--set", "max_error_fraction=0.01") == 1
     assert "exceeds max_error_fraction" in capsys.readouterr().err
     assert manifest(tmp_path / "strict")["status"] == "failed"

@@ -34,9 +34,23 @@ def expected_graphics(root: Path) -> Counter:
 def test_every_real_figure_is_accounted_for(realdata: Path, tmp_path: Path) -> None:
     root = realdata / "pmc_jats"
     out = tmp_path / "out"
-    rc = main(["build", "--spec", "demo", "--out", str(out), "--running-mode", "in_memory",
-               "--set", "sources=[{kind: pmc, name: real, path: '" + str(root) + "', options: {layout: folder}}]",
-               "--set", "rules=[pmc_figures_all_licenses.v1]"])
+    rc = main(
+        [
+            "build",
+            "--spec",
+            "demo",
+            "--out",
+            str(out),
+            "--running-mode",
+            "in_memory",
+            "--set",
+            "sources=[{kind: pmc, name: real, path: '"
+            + str(root)
+            + "', options: {layout: folder}}]",
+            "--set",
+            "rules=[pmc_figures_all_licenses.v1]",
+        ]
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert rc == 0, manifest.get("status_message")
     assert all(i["holds"] for i in manifest["identities"])
@@ -53,4 +67,6 @@ def test_every_real_figure_is_accounted_for(realdata: Path, tmp_path: Path) -> N
     assert by_file == expected
     assert all(r["caption"] is not None for r in rejects)
     licensed = [r for r in rejects if r["license"]]
-    assert licensed and all(r["license_family"] in {"commercial", "noncommercial", "other"} for r in licensed)
+    assert licensed and all(
+        r["license_family"] in {"commercial", "noncommercial", "other"} for r in licensed
+    )

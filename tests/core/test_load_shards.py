@@ -17,9 +17,19 @@ from curate.shards.writer import write_parquet
 
 def make_rows(start: int, count: int) -> list[dict]:
     return [
-        {"record_id": f"PMC{i:05d}/F1/0", "unit_id": "u", "source_uri": "s", "source_layout": "folder",
-         "license_family": "commercial", "caption": f"caption {i}", "graphic_index": 0, "graphic_count": 1,
-         "inline_mentions": [f"mention {i}"], "split": "train", "image": bytes([i % 256]) * 3}
+        {
+            "record_id": f"PMC{i:05d}/F1/0",
+            "unit_id": "u",
+            "source_uri": "s",
+            "source_layout": "folder",
+            "license_family": "commercial",
+            "caption": f"caption {i}",
+            "graphic_index": 0,
+            "graphic_count": 1,
+            "inline_mentions": [f"mention {i}"],
+            "split": "train",
+            "image": bytes([i % 256]) * 3,
+        }
         for i in range(start, start + count)
     ]
 
@@ -28,8 +38,12 @@ def make_rows(start: int, count: int) -> list[dict]:
 def out_dir(tmp_path: Path) -> Path:
     schema = load_schema("figure_caption.v1").arrow
     for shard in range(3):
-        write_parquet(str(tmp_path / "shards" / "train" / f"part-train-{shard:05d}-of-00003.parquet"),
-                      make_rows(shard * 40, 40), schema, row_group_rows=10)
+        write_parquet(
+            str(tmp_path / "shards" / "train" / f"part-train-{shard:05d}-of-00003.parquet"),
+            make_rows(shard * 40, 40),
+            schema,
+            row_group_rows=10,
+        )
     return tmp_path
 
 
@@ -41,7 +55,11 @@ def test_reads_every_row_once_in_order(out_dir: Path) -> None:
     dataset = load_shards(out_dir, split="train", columns=["record_id", "caption", "image"])
     rows = list(dataset)
     assert len(dataset) == 120 and len(rows) == 120
-    assert rows[0] == {"record_id": "PMC00000/F1/0", "caption": "caption 0", "image": b"\x00\x00\x00"}
+    assert rows[0] == {
+        "record_id": "PMC00000/F1/0",
+        "caption": "caption 0",
+        "image": b"\x00\x00\x00",
+    }
     assert ids(dataset) == sorted(ids(dataset))
 
 
@@ -75,8 +93,15 @@ def test_shuffle_is_deterministic_per_epoch(out_dir: Path) -> None:
 
 def test_schema_mismatch_is_detected(out_dir: Path) -> None:
     other = pa.schema([pa.field("record_id", pa.string())]).with_metadata(
-        {b"curate.schema.name": b"figure_caption", b"curate.schema.version": b"1", b"curate.schema.hash": b"deadbeef"})
-    write_parquet(str(out_dir / "shards" / "train" / "part-zz.parquet"), [{"record_id": "x"}], other)
+        {
+            b"curate.schema.name": b"figure_caption",
+            b"curate.schema.version": b"1",
+            b"curate.schema.hash": b"deadbeef",
+        }
+    )
+    write_parquet(
+        str(out_dir / "shards" / "train" / "part-zz.parquet"), [{"record_id": "x"}], other
+    )
     with pytest.raises(SchemaMismatch, match="deadbeef"):
         load_shards(out_dir)
     with pytest.raises(SchemaMismatch):

@@ -40,7 +40,16 @@ def test_figure_caption_types() -> None:
     assert schema.field("inline_mentions").type == pa.list_(pa.string())
     assert schema.field("caption").nullable is False
     entity = schema.field("entities").type.value_type
-    assert [f.name for f in entity] == ["cui", "name", "semantic_types", "field", "start", "end", "score", "assertion"]
+    assert [f.name for f in entity] == [
+        "cui",
+        "name",
+        "semantic_types",
+        "field",
+        "start",
+        "end",
+        "score",
+        "assertion",
+    ]
 
 
 def test_check_names_the_mismatch() -> None:

@@ -41,7 +41,9 @@ def test_good_spec_validates(tmp_path: Path) -> None:
 
 
 def test_problems_carry_file_and_line(tmp_path: Path) -> None:
-    bad = GOOD.replace("seed: 3", "seed: three").replace("ratios: {train: 0.8,", "ratios: {train: 0.9,")
+    bad = GOOD.replace("seed: 3", "seed: three").replace(
+        "ratios: {train: 0.8,", "ratios: {train: 0.9,"
+    )
     bad = bad.replace("    path: /data/pmc\n", "    path: /data/pmc\n    colour: blue\n")
     path = write(tmp_path, bad)
     _, problems = validate_spec(path)
@@ -52,8 +54,14 @@ def test_problems_carry_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_rule_file_and_rule_name(tmp_path: Path) -> None:
-    rules = write(tmp_path, "name: x\nversion: 1\nrules:\n  - rule: caption_words.v1\n    params: {min_words: 2, min_chars: 3}\n    why: short\n  - rule: no_such_rule.v9\n    why: testing\n", "r.yaml")
-    spec = write(tmp_path, GOOD.replace("rules: [pmc_figures.v1]", f"rules: [{rules}, missing_rules.v1]"))
+    rules = write(
+        tmp_path,
+        "name: x\nversion: 1\nrules:\n  - rule: caption_words.v1\n    params: {min_words: 2, min_chars: 3}\n    why: short\n  - rule: no_such_rule.v9\n    why: testing\n",
+        "r.yaml",
+    )
+    spec = write(
+        tmp_path, GOOD.replace("rules: [pmc_figures.v1]", f"rules: [{rules}, missing_rules.v1]")
+    )
     _, problems = validate_spec(spec)
     text = "\n".join(map(str, problems))
     assert f"{rules}:7: unknown rule 'no_such_rule.v9'" in text
@@ -61,14 +69,22 @@ def test_unknown_rule_file_and_rule_name(tmp_path: Path) -> None:
 
 
 def test_rule_without_why_is_rejected(tmp_path: Path) -> None:
-    rules = write(tmp_path, "name: x\nversion: 1\nrules:\n  - rule: caption_words.v1\n    params: {min_words: 2, min_chars: 3}\n", "r.yaml")
+    rules = write(
+        tmp_path,
+        "name: x\nversion: 1\nrules:\n  - rule: caption_words.v1\n    params: {min_words: 2, min_chars: 3}\n",
+        "r.yaml",
+    )
     _, problems = validate_spec(write(tmp_path, GOOD.replace("[pmc_figures.v1]", f"[{rules}]")))
     assert [str(p) for p in problems] == [f"{rules}:4: rules.0: 'why' is a required property"]
 
 
 def test_unknown_source_kind_and_bad_yaml(tmp_path: Path) -> None:
     _, problems = validate_spec(write(tmp_path, GOOD.replace("kind: pmc", "kind: nope")))
-    assert len(problems) == 1 and problems[0].line == 4 and "unknown source kind 'nope'" in problems[0].message
+    assert (
+        len(problems) == 1
+        and problems[0].line == 4
+        and "unknown source kind 'nope'" in problems[0].message
+    )
     _, problems = validate_spec(write(tmp_path, "name: [unclosed\n"))
     assert problems[0].line == 2 and "YAML syntax" in problems[0].message
 
@@ -82,7 +98,11 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_overrides_source_and_set(tmp_path: Path) -> None:
-    loaded = load_spec(str(write(tmp_path, GOOD)), sources=["/elsewhere"], sets=["split.seed=11", "output.shard_rows=7"])
+    loaded = load_spec(
+        str(write(tmp_path, GOOD)),
+        sources=["/elsewhere"],
+        sets=["split.seed=11", "output.shard_rows=7"],
+    )
     assert loaded.spec.sources[0].path == "/elsewhere"
     assert loaded.spec.split.seed == 11 and loaded.spec.output.shard_rows == 7
     with pytest.raises(SpecError, match="no source named"):
@@ -101,4 +121,6 @@ def test_bundled_specs_resolve_and_validate() -> None:
 
 def test_committed_json_schema_matches_model(repo_root: Path) -> None:
     committed = json.loads((repo_root / "schemas" / "spec.schema.json").read_text())
-    assert committed == spec_json_schema(), "run: python -m curate.spec_schema > schemas/spec.schema.json"
+    assert committed == spec_json_schema(), (
+        "run: python -m curate.spec_schema > schemas/spec.schema.json"
+    )

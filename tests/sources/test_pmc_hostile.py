@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import tarfile
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import pytest
 from curate.errors import (
     EmptyInput,
     HostileXML,
+    InputError,
     MalformedXML,
     NotJATS,
     NotUTF8,
     PackageWithoutXML,
     TruncatedArchive,
 )
+from curate.parse.images import probe_image
 from curate.parse.jats import parse_jats, parse_jats_articles
 from curate.sources.pmc import PMCSource, read_package
 from curate.stages import Failed, Rejected
@@ -261,3 +264,73 @@ def test_bomb_image_is_a_dead_letter(tmp_path: Path) -> None:
     source = PMCSource(str(tmp_path), {"max_image_pixels": 100})
     (out,) = list(source.read(next(iter(source.discover()))))
     assert isinstance(out, Failed) and out.reason == "decompression_bomb"
+
+
+# ---- mutated inputs never crash: a result or a named InputError -----------------------------
+
+
+def mutations(data: bytes, rng: random.Random, count: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            op = rng.random()
+            pos = rng.randrange(len(buf)) if buf else 0
+            if op < 0.5 and buf:
+                buf[pos] = rng.randrange(256)
+            elif op < 0.75:
+                del buf[pos : pos + rng.randint(1, 16)]
+            else:
+                buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        out.append(bytes(buf))
+    return out
+
+
+def outcomes(fn, inputs: list[bytes]) -> dict[str, int]:
+    """Reason of each named error (or "ok"); any other exception fails the test."""
+    counts: dict[str, int] = {}
+    for data in inputs:
+        try:
+            fn(data)
+            key = "ok"
+        except InputError as exc:
+            key = exc.reason
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_mutated_images_give_named_errors() -> None:
+    from PIL import Image
+
+    rng = random.Random(1)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(jpeg, "JPEG")
+    inputs = mutations(png_bytes(), rng, 150) + mutations(jpeg.getvalue(), rng, 150)
+    counts = outcomes(probe_image, inputs)
+    assert sum(counts.values()) == 300
+    assert set(counts) <= {"ok", "unreadable_image", "decompression_bomb"}
+    assert counts.get("unreadable_image", 0) > 0
+
+
+def test_mutated_jats_give_named_errors() -> None:
+    counts = outcomes(parse_jats_articles, mutations(GOOD, random.Random(2), 300))
+    assert sum(counts.values()) == 300
+    assert set(counts) <= {
+        "ok",
+        "malformed_xml",
+        "not_utf8",
+        "not_jats",
+        "hostile_xml",
+        "empty_input",
+    }
+    assert counts.get("malformed_xml", 0) > 0
+
+
+def test_mutated_packages_give_named_errors() -> None:
+    package = make_tar(
+        [("a/a.nxml", GOOD, tarfile.REGTYPE), ("a/f1.png", png_bytes(), tarfile.REGTYPE)]
+    )
+    counts = outcomes(read_package, mutations(package, random.Random(3), 150))
+    assert sum(counts.values()) == 150
+    assert set(counts) <= {"ok", "truncated_archive"}
+    assert counts.get("truncated_archive", 0) > 0

@@ -24,13 +24,19 @@ class ModalityTagger(Stage):
         self._patterns: list[tuple[str, re.Pattern[str]]] | None = None
 
     def setup(self) -> None:
-        data: dict[str, Any] = yaml.safe_load((resource_dir("curation_rules") / f"{self.rules_ref}.yaml").read_text())
+        data: dict[str, Any] = yaml.safe_load(
+            (resource_dir("curation_rules") / f"{self.rules_ref}.yaml").read_text()
+        )
         self.field_weights: dict[str, float] = data["field_weights"]
         self.min_score = float(data["min_score"])
         self._patterns = []
         for entry in data["modalities"]:
-            alternatives = "|".join(re.escape(k) for k in sorted(entry["keywords"], key=len, reverse=True))
-            self._patterns.append((entry["name"], re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.I)))
+            alternatives = "|".join(
+                re.escape(k) for k in sorted(entry["keywords"], key=len, reverse=True)
+            )
+            self._patterns.append(
+                (entry["name"], re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.I))
+            )
 
     def classify(self, record: Record) -> str | None:
         if self._patterns is None:
@@ -48,8 +54,7 @@ class ModalityTagger(Stage):
         return best if best_score >= self.min_score else None
 
     def process(self, record: Record) -> Iterable[Record | Rejected]:
-        if "modality" in record:
-            # A source that knows the modality (DICOM header) keeps it; text only fills gaps.
-            if not record.get("modality"):
-                record["modality"] = self.classify(record)
+        # A source that knows the modality (DICOM header) keeps it; text only fills gaps.
+        if "modality" in record and not record.get("modality"):
+            record["modality"] = self.classify(record)
         yield record

@@ -122,6 +122,8 @@ def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> I
         raise DecompressionBomb(str(exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(f"not a readable image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - crafted headers can trip plugin bugs (struct.error, ...)
+        raise UnreadableImage(f"not a readable image ({type(exc).__name__}: {exc})") from exc
     if width <= 0 or height <= 0:
         raise UnreadableImage(f"image declares size {width}x{height}")
     if width * height > max_pixels:

@@ -48,14 +48,22 @@ def validate_rule_file(path: Path):  # -> list[Problem]
     validator = jsonschema.Draft202012Validator(_rule_file_schema())
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         loc = tuple(error.absolute_path)
-        problems.append(Problem(str(path), _nearest_line(lines, loc), f"{'.'.join(map(str, loc)) or '(top)'}: {error.message}"))
+        problems.append(
+            Problem(
+                str(path),
+                _nearest_line(lines, loc),
+                f"{'.'.join(map(str, loc)) or '(top)'}: {error.message}",
+            )
+        )
     if problems:
         return problems
     for i, entry in enumerate(data["rules"]):
         try:
             instantiate(entry["rule"], dict(entry.get("params") or {}))
         except SpecError as exc:
-            problems.append(Problem(str(path), _nearest_line(lines, ("rules", i, "rule")), str(exc)))
+            problems.append(
+                Problem(str(path), _nearest_line(lines, ("rules", i, "rule")), str(exc))
+            )
     return problems
 
 

@@ -85,7 +85,7 @@ class RuleChain(Stage):
     def process(self, record: Record) -> Iterable[Record | Rejected]:
         for rule in self.filters:
             verdict = rule.filter(record)
-            keep, reason = (verdict if isinstance(verdict, tuple) else (verdict, rule.default_reason))
+            keep, reason = verdict if isinstance(verdict, tuple) else (verdict, rule.default_reason)
             if not keep:
                 yield Rejected(record=record, reason=reason, stage=f"{self.name}:{rule.name}")
                 return

@@ -1,12 +1,12 @@
 """Output directory layout, shared by the writer (engine) and the reader (`load_shards`).
 
-    OUT/manifest.json
-    OUT/shards/<split>/part-<split>-<index>.parquet     kept records (the record schema)
-    OUT/instructions/<split>/part-....parquet           instruction records, when generated
-    OUT/rejects/part-<index>.parquet                    full record + reason, reject_stage, duplicate_of
-    OUT/errors/part-<index>.parquet                     source_uri, stage, error_type, reason, message
-    OUT/attributes/...                                  compact sidecars (embeddings, hashes)
-    OUT/_work/                                          resumable phase-1 intermediates
+OUT/manifest.json
+OUT/shards/<split>/part-<split>-<index>.parquet     kept records (the record schema)
+OUT/instructions/<split>/part-....parquet           instruction records, when generated
+OUT/rejects/part-<index>.parquet                    full record + reason, reject_stage, duplicate_of
+OUT/errors/part-<index>.parquet                     source_uri, stage, error_type, reason, message
+OUT/attributes/...                                  compact sidecars (embeddings, hashes)
+OUT/_work/                                          resumable phase-1 intermediates
 """
 
 from __future__ import annotations

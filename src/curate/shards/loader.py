@@ -114,10 +114,11 @@ class ShardDataset(IterableDataset):
             table = handle.read_row_group(piece.row_group, columns=self.columns)
             names = table.column_names
             columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
-            order = range(table.num_rows)
             if self.shuffle:
-                order = list(order)
-                random.Random(f"{self.seed}:{self.epoch}:{piece.path}:{piece.row_group}").shuffle(order)
+                order = list(range(table.num_rows))
+                random.Random(f"{self.seed}:{self.epoch}:{piece.path}:{piece.row_group}").shuffle(
+                    order
+                )
                 for row in order:
                     yield {name: column[row] for name, column in zip(names, columns)}
             else:
@@ -172,7 +173,12 @@ def load_shards(
                 s = recorded["schema"]
                 expected = (s["name"], str(s["version"]), s["hash"])
     return ShardDataset(
-        files, columns=columns, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+        files,
+        columns=columns,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
         expected_schema=expected,
     )
 
@@ -184,10 +190,10 @@ def decode_image(data: bytes, size: int | None = None, mode: str = "RGB") -> tor
     import numpy as np
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert(mode)
-        if size is not None:
-            img = img.resize((size, size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
+    with Image.open(io.BytesIO(data)) as opened:
+        img = opened.convert(mode)
+    if size is not None:
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).float().div_(255.0)
     return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor.unsqueeze(0)

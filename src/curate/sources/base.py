@@ -51,7 +51,9 @@ class Source:
     kind: ClassVar[str] = ""
     schema_ref: ClassVar[str] = ""  # record schema the source produces, e.g. figure_caption.v1
     options_model: ClassVar[type[SourceOptions]] = SourceOptions
-    group_field: ClassVar[str] = ""  # field that keeps related records in one split (pmcid, subject_id)
+    group_field: ClassVar[str] = (
+        ""  # field that keeps related records in one split (pmcid, subject_id)
+    )
 
     def __init__(self, path: str, options: dict[str, Any] | None = None) -> None:
         self.path = path

@@ -218,6 +218,8 @@ def read_file_list(data: bytes) -> list[dict[str, str]]:
 
 
 def _rel(root: str, path: str) -> str:
+    if path == root:  # the input is a single file
+        return _basename(path)
     if fs.is_local(root):
         return os.path.relpath(path, root).replace(os.sep, "/")
     return path[len(root) :].lstrip("/") if path.startswith(root) else path
@@ -317,7 +319,7 @@ class PMCSource(Source):
     def _discover_folder(self, files: list[str]) -> Iterator[Unit]:
         for path in files:
             if path.lower().endswith(_XML_SUFFIXES):
-                rel = _rel(self.path, path) if path != self.path else _basename(path)
+                rel = _rel(self.path, path)
                 yield Unit(
                     unit_id=safe_unit_id(f"pmc/folder/{rel}"),
                     uri=path,
