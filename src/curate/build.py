@@ -214,7 +214,9 @@ class TaskRunner:
         if not record.get("split"):  # a preset split (an official split file) wins
             group_field = self.group_fields[source]
             group = record.get(group_field) if group_field else None
-            key = str(group) if group not in (None, "") else str(record.get("record_id"))
+            # Without a group key (an article with no PMCID) the input unit stands in for it:
+            # a unit is one article (or one study), so its records still share one split.
+            key = str(group) if group not in (None, "") else f"unit:{record.get('unit_id')}"
             record["split"] = assign_split(key, self.spec.split.seed, self.spec.split.ratios)
         return record
 

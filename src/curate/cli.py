@@ -14,7 +14,13 @@ from typing import Any
 from curate import __version__
 from curate.errors import CurateError, SpecError
 
-PLUGIN_CLIS = ("curate.link.cli", "curate.dedup.cli", "curate.instruct.cli", "curate.train.cli")
+PLUGIN_CLIS = (
+    "curate.sources.pmc_cli",
+    "curate.link.cli",
+    "curate.dedup.cli",
+    "curate.instruct.cli",
+    "curate.train.cli",
+)
 
 
 def _add_spec_overrides(parser: argparse.ArgumentParser) -> None:
