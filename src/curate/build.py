@@ -586,7 +586,16 @@ class Build:
     # ---- phase 2 ----------------------------------------------------------------------------
 
     def _clear_outputs(self) -> None:
-        for folder in (*layout.TABLES, layout.REJECTS, layout.ERRORS, "skipped"):
+        from curate.plugins import INSTRUCTION_ERRORS, INSTRUCTION_REJECTS
+
+        for folder in (
+            *layout.TABLES,
+            layout.REJECTS,
+            layout.ERRORS,
+            "skipped",
+            INSTRUCTION_REJECTS,
+            INSTRUCTION_ERRORS,
+        ):
             path = fs.join(self.out_dir, folder)
             if fs.is_local(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -606,93 +615,91 @@ class Build:
         rejects_schema = reject_schema(self.schema)
         exact = self.spec.dedup.exact
         runner, options = self.runner.make()
-        with beam.Pipeline(runner=runner, options=options) as p:
-            kept_paths = p | "KeptFiles" >> beam.Create(kept_files, reshuffle=False)
-            compact = kept_paths | "ReadCompact" >> beam.FlatMap(
-                read_compact, text_field, has_image
-            )
-            drops = []
-            if exact.caption_image and text_field and has_image:
-                drops.append(
-                    compact
-                    | "CaptionImageKey"
-                    >> beam.FlatMap(
-                        lambda r: [(r["caption_key"], r["record_id"])] if r["caption_key"] else []
-                    )
-                    | "GroupCaptionImage" >> beam.GroupByKey()
-                    | "CaptionImageDrops"
-                    >> beam.FlatMap(
-                        group_drops, "duplicate_caption_image", "dedup:exact_caption_image"
-                    )
+        p = beam.Pipeline(runner=runner, options=options)
+        kept_paths = p | "KeptFiles" >> beam.Create(kept_files, reshuffle=False)
+        compact = kept_paths | "ReadCompact" >> beam.FlatMap(read_compact, text_field, has_image)
+        drops = []
+        if exact.caption_image and text_field and has_image:
+            drops.append(
+                compact
+                | "CaptionImageKey"
+                >> beam.FlatMap(
+                    lambda r: [(r["caption_key"], r["record_id"])] if r["caption_key"] else []
                 )
-            if exact.image_sha256 and has_image:
-                drops.append(
-                    compact
-                    | "ImageKey"
-                    >> beam.FlatMap(
-                        lambda r: [(r["image_sha256"], r["record_id"])] if r["image_sha256"] else []
-                    )
-                    | "GroupImage" >> beam.GroupByKey()
-                    | "ImageDrops"
-                    >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
+                | "GroupCaptionImage" >> beam.GroupByKey()
+                | "CaptionImageDrops"
+                >> beam.FlatMap(group_drops, "duplicate_caption_image", "dedup:exact_caption_image")
+            )
+        if exact.image_sha256 and has_image:
+            drops.append(
+                compact
+                | "ImageKey"
+                >> beam.FlatMap(
+                    lambda r: [(r["image_sha256"], r["record_id"])] if r["image_sha256"] else []
                 )
-            drops.extend(self._plugin_drops(p, kept_paths))
-            if drops:
-                decisions = (
-                    tuple(drops)
-                    | "AllDrops" >> beam.Flatten()
-                    | "OneDecisionPerRecord" >> beam.CombinePerKey(first_by_priority)
-                )
-            else:
-                decisions = p | "NoDrops" >> beam.Create([])
-            full = (
-                kept_paths
-                | "ReadFull" >> beam.FlatMap(read_rows)
-                | "KeyById" >> beam.Map(lambda r: (r["record_id"], r))
+                | "GroupImage" >> beam.GroupByKey()
+                | "ImageDrops" >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
             )
-            applied = (
-                {"record": full, "decision": decisions}
-                | "JoinDecisions" >> beam.CoGroupByKey()
-                | "Apply" >> beam.ParDo(ApplyDecision()).with_outputs("rejected", main="kept")
+        drops.extend(self._plugin_drops(p, kept_paths))
+        if drops:
+            decisions = (
+                tuple(drops)
+                | "AllDrops" >> beam.Flatten()
+                | "OneDecisionPerRecord" >> beam.CombinePerKey(first_by_priority)
             )
-            kept = applied.kept
-            split_counts = (
-                kept
-                | "SplitOf" >> beam.Map(lambda r: (r["split"], 1))
-                | "CountSplits" >> beam.CombinePerKey(sum)
+        else:
+            decisions = p | "NoDrops" >> beam.Create([])
+        full = (
+            kept_paths
+            | "ReadFull" >> beam.FlatMap(read_rows)
+            | "KeyById" >> beam.Map(lambda r: (r["record_id"], r))
+        )
+        applied = (
+            {"record": full, "decision": decisions}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "Apply" >> beam.ParDo(ApplyDecision()).with_outputs("rejected", main="kept")
+        )
+        kept = applied.kept
+        split_counts = (
+            kept
+            | "SplitOf" >> beam.Map(lambda r: (r["split"], 1))
+            | "CountSplits" >> beam.CombinePerKey(sum)
+        )
+        _ = (
+            kept
+            | "ShardKey"
+            >> beam.Map(
+                shard_key, counts=beam.pvalue.AsDict(split_counts), shard_rows=out.shard_rows
             )
-            _ = (
-                kept
-                | "ShardKey"
-                >> beam.Map(
-                    shard_key, counts=beam.pvalue.AsDict(split_counts), shard_rows=out.shard_rows
-                )
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteShards"
-                >> beam.Map(
-                    write_group,
-                    ShardPath(self.out_dir, "shards"),
-                    record_schema,
-                    settings,
-                    "record_id",
-                )
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards"
+            >> beam.Map(
+                write_group,
+                ShardPath(self.out_dir, "shards"),
+                record_schema,
+                settings,
+                "record_id",
             )
-            self._plugin_instructions(kept, settings)
-            phase1_rejects = (
-                p
-                | "RejectFiles" >> beam.Create(reject_files, reshuffle=False)
-                | "ReadRejects" >> beam.FlatMap(read_rows)
-            )
-            all_rejects = (phase1_rejects, applied.rejected) | "AllRejects" >> beam.Flatten()
-            self._write_flat(
-                all_rejects, "Rejects", layout.REJECTS, rejects_schema, settings, "record_id"
-            )
-            errors = (
-                p
-                | "ErrorFiles" >> beam.Create(error_files, reshuffle=False)
-                | "ReadErrors" >> beam.FlatMap(read_rows)
-            )
-            self._write_flat(errors, "Errors", layout.ERRORS, ERROR_SCHEMA, settings, "source_uri")
+        )
+        self._plugin_instructions(kept, settings)
+        phase1_rejects = (
+            p
+            | "RejectFiles" >> beam.Create(reject_files, reshuffle=False)
+            | "ReadRejects" >> beam.FlatMap(read_rows)
+        )
+        all_rejects = (phase1_rejects, applied.rejected) | "AllRejects" >> beam.Flatten()
+        self._write_flat(
+            all_rejects, "Rejects", layout.REJECTS, rejects_schema, settings, "record_id"
+        )
+        errors = (
+            p
+            | "ErrorFiles" >> beam.Create(error_files, reshuffle=False)
+            | "ReadErrors" >> beam.FlatMap(read_rows)
+        )
+        self._write_flat(errors, "Errors", layout.ERRORS, ERROR_SCHEMA, settings, "source_uri")
+        result = p.run()
+        result.wait_until_finish()
+        self.phase2_metrics = result.metrics()
 
     def _write_flat(
         self,
@@ -845,6 +852,17 @@ class Build:
                     counts.out + counts.rejected + counts.errors,
                 )
             )
+        instructions = self._instruction_accounting()
+        if instructions is not None:
+            identities.append(
+                _identity(
+                    "instructions: every kept record has instructions, a rejection or an error",
+                    instructions["records_in"],
+                    instructions["records_with_instructions"]
+                    + instructions["records_rejected"]
+                    + instructions["records_failed"],
+                )
+            )
         attempted = (units_discovered - units_skipped) + candidates
         error_fraction = (units_failed + record_errors) / attempted if attempted else 0.0
         return {
@@ -886,8 +904,21 @@ class Build:
             "max_error_fraction": self.spec.max_error_fraction,
             "identities": identities,
             "files": outputs["files"],
+            "instructions": instructions,
             **outputs.get("extra", {}),
         }
+
+    def _instruction_accounting(self) -> dict[str, Any] | None:
+        from curate.plugins import instruction_accounting
+
+        if self.spec.instruct is None:
+            return None
+        kept_ids: set[str] = set()
+        for path in fs.glob(fs.join(self.out_dir, "shards", "*", "*.parquet")):
+            kept_ids.update(r["record_id"] for r in read_rows(path, columns=["record_id"]))
+        return instruction_accounting(
+            self.spec, self.out_dir, kept_ids, getattr(self, "phase2_metrics", None)
+        )
 
     def _output_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {
@@ -926,8 +957,9 @@ class Build:
             error_rows = read_rows(path, columns=["reason"])
             stats["error_reasons"].update(r["reason"] for r in error_rows)
             stats["files"].append(_file_entry(self.out_dir, path, len(error_rows)))
-        for path in fs.glob(fs.join(self.out_dir, "skipped", "*.parquet")):
-            stats["files"].append(_file_entry(self.out_dir, path, count_rows(path)))
+        for folder in ("skipped", "instructions_rejects", "instructions_errors"):
+            for path in fs.glob(fs.join(self.out_dir, folder, "*.parquet")):
+                stats["files"].append(_file_entry(self.out_dir, path, count_rows(path)))
         stats["files"].sort(key=lambda f: f["path"])
         return stats
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.spec import Spec
+import apache_beam as beam
+
+from curate.spec import Spec, section
+
+INSTRUCTIONS = "instructions"
+INSTRUCTION_REJECTS = "instructions_rejects"
+INSTRUCTION_ERRORS = "instructions_errors"
 
 
 def phase2_drop_transforms(spec: Spec, pipeline: Any, kept_paths: Any, out_dir: str) -> list[Any]:
@@ -14,6 +20,120 @@ def phase2_drop_transforms(spec: Spec, pipeline: Any, kept_paths: Any, out_dir: 
     return []
 
 
+def instruct_config(spec: Spec) -> Any | None:
+    config = section(spec, ("instruct",))
+    if config is None or not getattr(config, "enabled", True):
+        return None
+    return config
+
+
 def instruction_transform(spec: Spec, kept: Any, out_dir: str, settings: Any) -> None:
-    """Generate instruction records from kept records and write them under instructions/."""
-    return None
+    """Generate instruction records from kept records (after the split, so matching distractors
+    come from the same split) and write them as shards under instructions/<split>/; rejected
+    candidates go to instructions_rejects/, failures to instructions_errors/."""
+    config = instruct_config(spec)
+    if config is None:
+        return
+    from curate.build import FlatPath, ShardPath, file_key, rejected_row, shard_key, write_group
+    from curate.instruct.beam import GenerateInstructions
+    from curate.schema import ERROR_SCHEMA, REJECT_COLUMNS, load_schema
+
+    schema = load_schema("instruction.v1")
+    outputs = kept | "Instructions" >> GenerateInstructions(config)
+    instructions = outputs.instructions
+    counts = (
+        instructions
+        | "InstructionSplit" >> beam.Map(lambda r: (r["split"], 1))
+        | "CountInstructionSplits" >> beam.CombinePerKey(sum)
+    )
+    _ = (
+        instructions
+        | "InstructionShardKey"
+        >> beam.Map(shard_key, counts=beam.pvalue.AsDict(counts), shard_rows=spec.output.shard_rows)
+        | "GroupInstructionShards" >> beam.GroupByKey()
+        | "WriteInstructionShards"
+        >> beam.Map(
+            write_group, ShardPath(out_dir, INSTRUCTIONS), schema.arrow, settings, "record_id"
+        )
+    )
+    flat = [
+        (
+            outputs.rejected | "InstructionRejectRows" >> beam.Map(rejected_row),
+            INSTRUCTION_REJECTS,
+            schema.extended(REJECT_COLUMNS, "rejects").arrow,
+            "source_record_id",
+        ),
+        (
+            outputs.failed | "InstructionErrorRows" >> beam.Map(lambda f: f.as_row()),
+            INSTRUCTION_ERRORS,
+            ERROR_SCHEMA,
+            "record_id",
+        ),
+    ]
+    for rows, folder, arrow_schema, id_field in flat:
+        label = folder.title().replace("_", "")
+        total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
+        _ = (
+            rows
+            | f"Key{label}"
+            >> beam.Map(
+                file_key,
+                total_rows=beam.pvalue.AsSingleton(total),
+                shard_rows=spec.output.shard_rows,
+                id_field=id_field,
+            )
+            | f"Group{label}" >> beam.GroupByKey()
+            | f"Write{label}"
+            >> beam.Map(write_group, FlatPath(out_dir, folder), arrow_schema, settings, id_field)
+        )
+
+
+def instruction_accounting(
+    spec: Spec, out_dir: str, kept_ids: set[str], metrics: Any
+) -> dict[str, Any] | None:
+    """Per source record: out (some instruction kept), rejected, or failed — read back from files."""
+    config = instruct_config(spec)
+    if config is None:
+        return None
+    from collections import Counter
+
+    from curate import fs
+    from curate.instruct.beam import usage_from_metrics
+    from curate.shards.writer import read_rows
+
+    produced: set[str] = set()
+    per_split: Counter = Counter()
+    tasks: Counter = Counter()
+    for path in fs.glob(fs.join(out_dir, INSTRUCTIONS, "*", "*.parquet")):
+        for row in read_rows(path, columns=["source_record_id", "split", "task"]):
+            produced.add(row["source_record_id"])
+            per_split[row["split"]] += 1
+            tasks[row["task"]] += 1
+    rejected_ids: set[str] = set()
+    reject_reasons: Counter = Counter()
+    for path in fs.glob(fs.join(out_dir, INSTRUCTION_REJECTS, "*.parquet")):
+        for row in read_rows(path, columns=["source_record_id", "reason"]):
+            rejected_ids.add(row["source_record_id"])
+            reject_reasons[row["reason"]] += 1
+    failed_ids: set[str] = set()
+    error_reasons: Counter = Counter()
+    for path in fs.glob(fs.join(out_dir, INSTRUCTION_ERRORS, "*.parquet")):
+        for row in read_rows(path, columns=["record_id", "reason"]):
+            failed_ids.add(row["record_id"])
+            error_reasons[row["reason"]] += 1
+    out = produced & kept_ids
+    rejected = (rejected_ids - produced) & kept_ids
+    failed = (failed_ids - produced - rejected_ids) & kept_ids
+    without = kept_ids - out - rejected - failed
+    return {
+        "records_in": len(kept_ids),
+        "records_with_instructions": len(out),
+        "records_rejected": len(rejected),
+        "records_failed": len(failed),
+        "records_without_outcome": len(without),
+        "instructions": dict(sorted(per_split.items())),
+        "tasks": dict(sorted(tasks.items())),
+        "candidate_reject_reasons": dict(sorted(reject_reasons.items())),
+        "error_reasons": dict(sorted(error_reasons.items())),
+        "usage": usage_from_metrics(metrics, config) if metrics is not None else None,
+    }

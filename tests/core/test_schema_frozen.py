@@ -12,6 +12,8 @@ from curate.schema import META_HASH, available_schemas, load_schema, schema_from
 RELEASED = {
     "figure_caption.v1": "6e5c18e8d41ccce1",
     "report_image.v1": "fd4db611a674c786",
+    "volume.v1": "48e195837f86090b",
+    "instruction.v1": "dde2db5ed6e36883",
 }
 
 
