@@ -39,9 +39,6 @@ class DicomFolderOptions(RadiologyOptions):
     modality: str | None = Field(
         None, description="modality vocabulary value for every image; None leaves it to enrichment"
     )
-    uid_salt: str | None = Field(
-        None, description="salt for UID/patient hashes; else $CURATE_UID_SALT"
-    )
     frame: int | None = Field(
         None, description="multi-frame objects: frame to render; None = middle"
     )

@@ -94,6 +94,9 @@ class RadiologyOptions(SourceOptions):
     modality: str | None = Field(
         "x-ray", description="modality (curation_rules/modality.v1 vocabulary) of every image"
     )
+    uid_salt: str | None = Field(
+        None, description="salt for UID/patient hashes; else $CURATE_UID_SALT (set one per project)"
+    )
 
 
 def read_text_file(uri: str) -> bytes:
@@ -235,9 +238,12 @@ def load_image(uri: str, options: RadiologyOptions) -> dict[str, Any]:
 
     data = read_text_file(uri)
     if is_dicom_path(uri):
+        from curate.parse.deid import resolve_salt
         from curate.parse.dicom import decode_dicom
 
-        decoded = decode_dicom(data, bit_depth=options.bit_depth)
+        decoded = decode_dicom(
+            data, bit_depth=options.bit_depth, uid_salt=resolve_salt(options.uid_salt)
+        )
         meta = decoded.metadata
         spacing = meta.get("pixel_spacing") or meta.get("imager_pixel_spacing")
         burned = meta.get("burned_in_annotation")
