@@ -592,6 +592,7 @@ class Build:
             *layout.TABLES,
             layout.REJECTS,
             layout.ERRORS,
+            layout.ATTRIBUTES,
             "skipped",
             INSTRUCTION_REJECTS,
             INSTRUCTION_ERRORS,
@@ -640,7 +641,8 @@ class Build:
                 | "GroupImage" >> beam.GroupByKey()
                 | "ImageDrops" >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
             )
-        drops.extend(self._plugin_drops(p, kept_paths))
+        records = kept_paths | "ReadFull" >> beam.FlatMap(read_rows)
+        drops.extend(self._plugin_drops(p, records))
         if drops:
             decisions = (
                 tuple(drops)
@@ -649,11 +651,7 @@ class Build:
             )
         else:
             decisions = p | "NoDrops" >> beam.Create([])
-        full = (
-            kept_paths
-            | "ReadFull" >> beam.FlatMap(read_rows)
-            | "KeyById" >> beam.Map(lambda r: (r["record_id"], r))
-        )
+        full = records | "KeyById" >> beam.Map(lambda r: (r["record_id"], r))
         applied = (
             {"record": full, "decision": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
@@ -725,11 +723,11 @@ class Build:
             >> beam.Map(write_group, FlatPath(self.out_dir, folder), schema, settings, sort_field)
         )
 
-    def _plugin_drops(self, pipeline: Any, kept_paths: Any) -> list[Any]:
+    def _plugin_drops(self, pipeline: Any, records: Any) -> list[Any]:
         """Near/semantic dedup, quality and decontamination, when the spec asks for them."""
         from curate.plugins import phase2_drop_transforms
 
-        return phase2_drop_transforms(self.spec, pipeline, kept_paths, self.out_dir)
+        return phase2_drop_transforms(self.spec, records, self.out_dir)
 
     def _plugin_instructions(self, kept: Any, settings: WriteSettings) -> None:
         from curate.plugins import instruction_transform
@@ -905,7 +903,24 @@ class Build:
             "identities": identities,
             "files": outputs["files"],
             "instructions": instructions,
+            "benchmark_matches": self._benchmark_matches(),
             **outputs.get("extra", {}),
+        }
+
+    def _benchmark_matches(self) -> dict[str, Any] | None:
+        from curate.plugins import BENCHMARK_MATCHES
+
+        path = fs.join(self.out_dir, layout.ATTRIBUTES, BENCHMARK_MATCHES)
+        if not fs.exists(path):
+            return None
+        rows = [json.loads(line) for line in fs.read_bytes(path).decode().splitlines() if line]
+        by_benchmark = Counter(str(r.get("benchmark")) for r in rows)
+        # The full list stays in the attributes file; the manifest carries counts and a sample.
+        return {
+            "total": len(rows),
+            "by_benchmark": dict(sorted(by_benchmark.items())),
+            "file": f"{layout.ATTRIBUTES}/{BENCHMARK_MATCHES}",
+            "first": rows[:200],
         }
 
     def _instruction_accounting(self) -> dict[str, Any] | None:
@@ -957,7 +972,7 @@ class Build:
             error_rows = read_rows(path, columns=["reason"])
             stats["error_reasons"].update(r["reason"] for r in error_rows)
             stats["files"].append(_file_entry(self.out_dir, path, len(error_rows)))
-        for folder in ("skipped", "instructions_rejects", "instructions_errors"):
+        for folder in ("skipped", "instructions_rejects", "instructions_errors", layout.ATTRIBUTES):
             for path in fs.glob(fs.join(self.out_dir, folder, "*.parquet")):
                 stats["files"].append(_file_entry(self.out_dir, path, count_rows(path)))
         stats["files"].sort(key=lambda f: f["path"])

@@ -15,9 +15,95 @@ INSTRUCTION_REJECTS = "instructions_rejects"
 INSTRUCTION_ERRORS = "instructions_errors"
 
 
-def phase2_drop_transforms(spec: Spec, pipeline: Any, kept_paths: Any, out_dir: str) -> list[Any]:
-    """PCollections of (record_id, (stage, reason, duplicate_of)) for records to drop."""
-    return []
+BENCHMARK_MATCHES = "benchmark_matches.jsonl"
+
+
+def _enabled(config: Any) -> bool:
+    return config is not None and getattr(config, "enabled", True)
+
+
+def _as_drop(stage: str):
+    def convert(decision: tuple[str, str, str | None]) -> tuple[str, tuple[str, str, str | None]]:
+        record_id, reason, duplicate_of = decision
+        return record_id, (stage, reason, duplicate_of)
+
+    return convert
+
+
+def _write_jsonl(rows: list[dict[str, Any]], path: str) -> None:
+    import json
+
+    from curate import fs
+
+    ordered = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in ordered)
+    fs.write_bytes_atomic(path, payload.encode())
+
+
+def phase2_drop_transforms(spec: Spec, records: Any, out_dir: str) -> list[Any]:
+    """PCollections of (record_id, (stage, reason, duplicate_of)) for records to drop: near and
+    semantic duplicates (one union-find, one survivor per group), low image-text similarity,
+    and benchmark leaks. The embedding pass runs first when a section needs vectors, writing
+    its sidecar to OUT/attributes/ so thresholds can be re-tuned without re-embedding."""
+    from curate import fs
+
+    near = section(spec, ("dedup", "near"))
+    semantic = section(spec, ("dedup", "semantic"))
+    quality = section(spec, ("dedup", "quality"))
+    decontam = section(spec, ("dedup", "decontam"))
+    embed = section(spec, ("embed",))
+    drops: list[Any] = []
+    vectors: dict[str, Any] = {}
+    if _enabled(embed):
+        from curate.embed.beam import EmbedRecords
+
+        for tower in embed.towers:  # type: ignore[union-attr]
+            vectors[tower] = records | f"Embed_{tower}" >> EmbedRecords(
+                embed, tower, out_dir=out_dir
+            )
+    if _enabled(near) or _enabled(semantic):
+        from curate.dedup.beam import NearDuplicates
+        from curate.dedup.config import NearDedupConfig
+
+        near_config = near if _enabled(near) else NearDedupConfig(enabled=False)
+        semantic_vectors = vectors.get(semantic.tower) if _enabled(semantic) else None  # type: ignore[union-attr]
+        if _enabled(semantic) and semantic_vectors is None:
+            from curate.errors import SpecError
+
+            raise SpecError(
+                f"dedup.semantic uses the {semantic.tower} tower: add it to embed.towers"
+            )  # type: ignore[union-attr]
+        decisions = records | "NearDuplicates" >> NearDuplicates(
+            near_config, vectors=semantic_vectors, semantic=semantic if _enabled(semantic) else None
+        )
+        drops.append(decisions | "NearAsDrops" >> beam.Map(_as_drop("dedup:near")))
+    if _enabled(quality) and (
+        quality.min_clip_score is not None or quality.keep_top_fraction is not None
+    ):  # type: ignore[union-attr]
+        if not ("image" in vectors and "text" in vectors):
+            from curate.errors import SpecError
+
+            raise SpecError(
+                "dedup.quality scores image-text similarity: embed both towers with one CLIP-type model"
+            )
+        from curate.dedup.beam import QualityScores
+
+        low = {"image": vectors["image"], "text": vectors["text"]} | "Quality" >> QualityScores(
+            quality
+        )
+        drops.append(low | "QualityAsDrops" >> beam.Map(_as_drop("quality")))
+    if _enabled(decontam):
+        from curate.dedup.beam import Decontaminate
+
+        leaks = records | "Decontaminate" >> Decontaminate(decontam, with_matches=True)
+        drops.append(leaks["decisions"] | "LeaksAsDrops" >> beam.Map(_as_drop("decontaminate")))
+        _ = (
+            leaks["matches"]
+            | "AllMatches" >> beam.combiners.ToList()
+            | "WriteMatches"
+            >> beam.Map(_write_jsonl, fs.join(out_dir, "attributes", BENCHMARK_MATCHES))
+        )
+    return drops
 
 
 def instruct_config(spec: Spec) -> Any | None:

@@ -55,9 +55,17 @@ class ExactDedupSpec(_Model):
 class DedupSpec(_Model):
     exact: ExactDedupSpec = Field(default_factory=ExactDedupSpec)
     near: dict[str, Any] | None = Field(
-        default=None, description="near-duplicate settings (perceptual hash, MinHash-LSH)"
+        default=None, description="near duplicates: perceptual hash, MinHash-LSH (curate.dedup)"
     )
-    semantic: dict[str, Any] | None = Field(default=None, description="SemDeDup settings")
+    semantic: dict[str, Any] | None = Field(
+        default=None, description="SemDeDup on embeddings (needs an `embed` section)"
+    )
+    quality: dict[str, Any] | None = Field(
+        default=None, description="image-text similarity threshold / keep-top-fraction"
+    )
+    decontam: dict[str, Any] | None = Field(
+        default=None, description="benchmark decontamination against `curate benchmark add` indexes"
+    )
 
 
 class SplitSpec(_Model):
@@ -111,9 +119,9 @@ class Spec(_Model):
     )
     enrich: EnrichSpec = Field(default_factory=EnrichSpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
-    quality: dict[str, Any] | None = None
-    decontaminate: dict[str, Any] | None = None
-    embed: dict[str, Any] | None = None
+    embed: dict[str, Any] | None = Field(
+        default=None, description="embedding pass (RunInference): model, device, towers"
+    )
     split: SplitSpec = Field(default_factory=SplitSpec)
     instruct: dict[str, Any] | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -137,8 +145,8 @@ SECTION_MODELS: dict[tuple[str, ...], str] = {
     ("enrich", "link"): "curate.link.config:LinkConfig",
     ("dedup", "near"): "curate.dedup.config:NearDedupConfig",
     ("dedup", "semantic"): "curate.dedup.config:SemanticDedupConfig",
-    ("quality",): "curate.dedup.config:QualityConfig",
-    ("decontaminate",): "curate.dedup.config:DecontamConfig",
+    ("dedup", "quality"): "curate.dedup.config:QualityConfig",
+    ("dedup", "decontam"): "curate.dedup.config:DecontamConfig",
     ("embed",): "curate.embed.config:EmbedConfig",
     ("instruct",): "curate.instruct.config:InstructConfig",
 }

@@ -65,7 +65,7 @@ def test_demo_spec_builds_from_generated_corpus(tmp_path: Path) -> None:
     # `demo:` paths generate the corpus inside the work folder: no download, any directory.
     out = tmp_path / "plain"
     assert main(["build", "--spec", "demo", "--out", str(out), "--running-mode", "in_memory"]) == 0
-    assert manifest(out)["records"]["kept"] == 15
+    assert manifest(out)["records"]["kept"] == 12
     assert (out / "_work" / "demo_input" / "pmc" / ".generated.json").is_file()
 
 
@@ -75,13 +75,17 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
     assert m["status"] == "ok"
     assert all(i["holds"] for i in m["identities"]), m["identities"]
     assert m["units"] == {"discovered": 28, "skipped": 6, "read": 14, "failed": 8}
-    assert m["records"] == {"candidates": 28, "kept": 15, "rejected": 9, "errors": 4}
+    assert m["records"] == {"candidates": 28, "kept": 12, "rejected": 12, "errors": 4}
     assert m["reject_reasons"] == {
         "article_type_excluded:correction": 1,
         "duplicate_caption_image": 1,
         "duplicate_image": 1,
         "image_missing": 1,
         "license_not_allowed:noncommercial": 5,
+        # near duplicates: the two planted re-encoded/resized copies, and the second graphic of
+        # a two-panel figure that shares the first one's caption
+        "near_duplicate_image": 2,
+        "near_duplicate_caption": 1,
     }
     assert m["error_reasons"] == {
         "empty_input": 1,
@@ -103,7 +107,7 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
         "superseded_version": 3,
         "package_absent": 1,
     }
-    assert sum(m["splits"].values()) == 15
+    assert sum(m["splits"].values()) == 12
     assert m["spec"]["sha256"] and m["schema"]["name"] == "figure_caption"
     assert m["versions"]["apache-beam"].startswith("2.")
     # The planted exact duplicates: one of each pair kept, the other rejected pointing at it.
@@ -114,6 +118,16 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
     for pair in facts["exact_duplicate_images"] + facts["exact_duplicate_pairs"]:
         kept, dropped = sorted(pair)
         assert dup[dropped]["duplicate_of"] == kept
+    near = {r["record_id"]: r for r in rejects if r["reason"] == "near_duplicate_image"}
+    for original, copy in facts["near_duplicates"]:
+        assert near[copy]["duplicate_of"] == original
+    # The embedding pass leaves its sidecars for re-tuning thresholds without re-embedding.
+    sidecar = pq.read_table(demo_out / "attributes" / "embeddings_text.parquet")
+    assert sidecar.num_rows == 17 and set(sidecar.column_names) >= {
+        "record_id",
+        "vector",
+        "model_id",
+    }
 
 
 def test_shards_read_back_with_schema_and_no_article_in_two_splits(demo_out: Path) -> None:
@@ -128,7 +142,7 @@ def test_shards_read_back_with_schema_and_no_article_in_two_splits(demo_out: Pat
             splits_of[row["pmcid"]].add(split)
             assert row["split"] == split
             assert row["image"] and row["image_sha256"] and row["license_family"] == "commercial"
-    assert total == 15
+    assert total == 12
     assert all(len(s) == 1 for s in splits_of.values())
 
 

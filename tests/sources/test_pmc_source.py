@@ -181,7 +181,7 @@ def test_specific_records(demo: dict, results: dict) -> None:
     c7 = records["PMC9000007/c7-F1/0"]
     assert c7["article_type"] == "correction"
     xray = records["PMC9000001/c1-F1/0"]
-    assert xray["caption"].startswith("Chest radiograph. Posteroanterior chest X-ray showing")
+    assert xray["caption"].startswith("Portable chest film. Anteroposterior portable radiograph")
     assert (xray["year"], xray["journal"], xray["doi"]) == (
         2025,
         "Demo Journal of Radiology",

@@ -287,6 +287,125 @@ def _fig_xml(fig: Figure) -> str:
 # ---------------------------------------------------------------------------------------------
 # Captions with findings (realistic wording; entities for later linking stages)
 
+# Further distinct captions per kind: figures of different images get different captions, so
+# the caption near-duplicate stage has only the planted copies to find.
+CAPTION_VARIANTS = {
+    "xray": [
+        (
+            "Portable chest film.",
+            "Anteroposterior portable radiograph with bilateral perihilar "
+            "haziness and Kerley B lines suggesting interstitial pulmonary oedema; the cardiac "
+            "silhouette is enlarged.",
+        ),
+        (
+            "Follow-up radiograph.",
+            "Frontal view obtained after chest tube placement: the left "
+            "apical pneumothorax has resolved and the tube tip projects over the second rib.",
+        ),
+        (
+            "Lateral chest view.",
+            "Lateral projection demonstrating a well-defined 2 cm nodule "
+            "behind the sternum, without calcification, hilar adenopathy or effusion.",
+        ),
+    ],
+    "ct": [
+        (
+            "Chest CT.",
+            "High-resolution computed tomography of the lungs with subpleural "
+            "reticulation, traction bronchiectasis and honeycombing at both bases, a pattern of "
+            "usual interstitial pneumonia.",
+        ),
+        (
+            "Head CT.",
+            "Non-contrast head CT showing an acute right subdural haematoma with "
+            "midline shift of seven millimetres and effacement of the lateral ventricle.",
+        ),
+        (
+            "CT angiography.",
+            "Pulmonary CT angiogram revealing filling defects in both main "
+            "pulmonary arteries compatible with saddle embolism and right ventricular strain.",
+        ),
+    ],
+    "mri": [
+        (
+            "Knee MRI.",
+            "Sagittal proton-density image of the knee demonstrating a complete tear "
+            "of the anterior cruciate ligament with bone bruising of the lateral femoral condyle.",
+        ),
+        (
+            "Spine MRI.",
+            "Sagittal T1 and STIR sequences of the lumbar spine showing an L4-L5 disc "
+            "extrusion compressing the thecal sac, without marrow oedema.",
+        ),
+        (
+            "Cardiac MRI.",
+            "Late gadolinium enhancement short-axis view with subendocardial scar "
+            "in the inferior wall, indicating a previous myocardial infarction.",
+        ),
+    ],
+    "he": [
+        (
+            "Liver biopsy.",
+            "Periodic acid-Schiff staining of a liver core with portal fibrosis, "
+            "bridging septa and interface hepatitis; scale bar 100 micrometres.",
+        ),
+        (
+            "Lymph node.",
+            "Low-power view of a lymph node effaced by nodular aggregates of large "
+            "Reed-Sternberg cells within a mixed inflammatory background.",
+        ),
+        (
+            "Skin excision.",
+            "Dermal proliferation of spindle melanocytes extending to the deep "
+            "margin, with a Breslow thickness of 1.8 mm on this section.",
+        ),
+    ],
+    "us": [
+        (
+            "Thyroid ultrasound.",
+            "Longitudinal sonogram of the thyroid showing a hypoechoic "
+            "solid nodule with microcalcifications and taller-than-wide shape.",
+        ),
+        (
+            "Renal ultrasound.",
+            "Sagittal image of the left kidney with moderate hydronephrosis "
+            "and a 9 mm echogenic stone casting an acoustic shadow at the pelviureteric junction.",
+        ),
+        (
+            "Obstetric ultrasound.",
+            "Transvaginal scan at eight weeks demonstrating a single "
+            "intrauterine gestational sac with a yolk sac and cardiac activity.",
+        ),
+    ],
+    "fundus": [
+        (
+            "Retinal photograph.",
+            "Optic disc swelling with blurred margins and peripapillary "
+            "flame haemorrhages in a patient with raised intracranial pressure.",
+        ),
+        (
+            "Widefield imaging.",
+            "Ultra-widefield image of the left eye with a superotemporal "
+            "rhegmatogenous retinal detachment and a horseshoe tear.",
+        ),
+        (
+            "Macular photograph.",
+            "Drusen and geographic atrophy at the macula consistent with "
+            "advanced dry age-related macular degeneration.",
+        ),
+    ],
+}
+
+
+def _default_caption(plan: Any, kind: str) -> tuple[str, str]:
+    """The kind's first caption, then each variant once, then the first again."""
+    uses = plan.__dict__.setdefault("_caption_uses", {})
+    index = uses.get(kind, 0)
+    uses[kind] = index + 1
+    options = [CAPTIONS[kind], *CAPTION_VARIANTS.get(kind, [])]
+    return options[index] if index < len(options) else options[0]
+
+
 CAPTIONS = {
     "xray": (
         "Chest radiograph.",
@@ -386,7 +505,7 @@ def _figure(
     ext: str | None = None,
     **kwargs: Any,
 ) -> Figure:
-    title, text = caption or CAPTIONS[kind]
+    title, text = caption or _default_caption(plan, kind)
     data = data if data is not None else plan.image(kind, fmt)
     ext = ext or ("jpg" if fmt == "JPEG" else "png")
     href = f"{article_key}-g{n:03d}"

@@ -1,0 +1,281 @@
+"""Beam transforms for phase 2: they output *decisions* for the records to drop.
+
+A decision is a tuple `(record_id, reason, duplicate_of)`; every record without a decision is
+kept. `duplicate_of` is the kept record's id for duplicates, `<benchmark>:<item_id>` for
+benchmark leaks and None for quality drops.
+
+    decisions = records | NearDuplicates(near_config)                      # image + caption
+    vectors   = records | EmbedRecords(embed_config, "text", out_dir=OUT)  # curate.embed.beam
+    decisions = records | NearDuplicates(near_config, vectors=vectors, semantic=semantic_config)
+    leaks     = records | Decontaminate(decontam_config)                    # benchmark_leak:<name>
+    low       = QualityScores(quality_config).of(image_vectors, text_vectors)
+
+All grouping work happens on compact attributes (hashes, signatures, vectors); image bytes
+are read once to hash them and never shuffled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from curate.dedup.config import DecontamConfig, NearDedupConfig, QualityConfig, SemanticDedupConfig
+from curate.dedup.decontam import BenchmarkIndex, first_leak
+from curate.dedup.groups import Edge, resolve
+from curate.dedup.minhash import MinHasher, lsh_band_keys
+from curate.dedup.near import (
+    NearAttributes,
+    eligible_text,
+    image_block_keys,
+    image_edges_in_bucket,
+    near_attributes,
+    text_edges_in_bucket,
+    text_hasher,
+)
+from curate.dedup.quality import LOW_SIMILARITY_REASON, score_cutoff
+from curate.dedup.semantic import assign_clusters, cluster_edges, fit_centroids
+
+Decision = tuple[str, str, Any]
+
+
+class _Signatures(beam.DoFn):
+    """Batches of NearAttributes -> (record_id, signature, rank), MinHash over the whole batch."""
+
+    def __init__(self, config: NearDedupConfig) -> None:
+        self.config = config
+        self.hasher: MinHasher | None = None
+
+    def setup(self) -> None:
+        self.hasher = text_hasher(self.config.caption)
+
+    def process(self, batch: list[NearAttributes]) -> Iterator[tuple[str, np.ndarray, float]]:
+        if self.hasher is None:
+            self.setup()
+        assert self.hasher is not None
+        sigs = self.hasher.signatures([a.text or "" for a in batch]).values
+        for attrs, sig in zip(batch, sigs):
+            yield (attrs.record_id, sig, attrs.keep_rank(self.config.keep))
+
+
+def _band_items(item: tuple[str, np.ndarray, float], bands: int, rows: int):
+    keys = lsh_band_keys(item[1][None, :], bands, rows)[0]
+    return [((band, int(key)), item) for band, key in enumerate(keys.tolist())]
+
+
+def _resolve_all(edges: list[Edge]) -> list[Decision]:
+    return [d.as_tuple() for d in resolve(edges)]
+
+
+class SemanticEdges(beam.PTransform):
+    """(record_id, vector) -> duplicate edges, SemDeDup style (k-means on a sample, side input)."""
+
+    def __init__(self, config: SemanticDedupConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, vectors: beam.PCollection) -> beam.PCollection:
+        config = self.config
+        centroids = (
+            vectors
+            | "SampleVectors" >> beam.combiners.Sample.FixedSizeGlobally(config.sample_size)
+            | "FitCentroids"
+            >> beam.Map(
+                lambda sample: (
+                    fit_centroids(np.stack([v for _, v in sample]), config) if sample else None
+                )
+            )
+        )
+        return (
+            vectors
+            | "AssignCluster"
+            >> beam.Map(
+                lambda item, c: (
+                    int(assign_clusters(item[1][None, :], c)[0]),
+                    (item[0], item[1], 0.0),
+                ),
+                c=beam.pvalue.AsSingleton(centroids),
+            )
+            | "GroupClusters" >> beam.GroupByKey()
+            | "ClusterEdges" >> beam.FlatMap(lambda kv: cluster_edges(list(kv[1]), config.eps))
+        )
+
+
+class NearDuplicates(beam.PTransform):
+    """records -> decisions `(record_id, reason, duplicate_of)` for near/semantic duplicates.
+
+    `vectors` (a PCollection of `(record_id, vector)` from `EmbedRecords`) with an enabled
+    `semantic` config adds SemDeDup edges to the same union-find, so groups are consistent
+    across methods and one record per group survives.
+    """
+
+    def __init__(
+        self,
+        config: NearDedupConfig,
+        vectors: beam.PCollection | None = None,
+        semantic: SemanticDedupConfig | None = None,
+        text_batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.vectors = vectors
+        self.semantic = semantic
+        self.text_batch_size = text_batch_size
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        config = self.config
+        attrs = records | "NearAttributes" >> beam.Map(near_attributes, config)
+        edge_sets = []
+        if config.enabled and config.image.enabled:
+            max_h = config.image.max_hamming
+            confirm_max = config.image.confirm_dhash_max
+            image_edges = (
+                attrs
+                | "ImageBlocks"
+                >> beam.FlatMap(
+                    lambda a: (
+                        []
+                        if a.image_hash is None
+                        else [
+                            (
+                                key,
+                                (
+                                    a.record_id,
+                                    a.image_hash,
+                                    a.keep_rank(config.keep),
+                                    a.confirm_hash,
+                                ),
+                            )
+                            for key in image_block_keys(a.image_hash, max_h)
+                        ]
+                    )
+                )
+                | "GroupImageBlocks" >> beam.GroupByKey()
+                | "ImageEdges"
+                >> beam.FlatMap(lambda kv: image_edges_in_bucket(list(kv[1]), max_h, confirm_max))
+            )
+            edge_sets.append(image_edges)
+        if config.enabled and config.caption.enabled:
+            cap = config.caption
+            text_edges = (
+                attrs
+                | "EligibleText" >> beam.Filter(lambda a: eligible_text(a.text, cap))
+                | "BatchText"
+                >> beam.BatchElements(
+                    min_batch_size=min(64, self.text_batch_size),
+                    max_batch_size=self.text_batch_size,
+                )
+                | "MinHash" >> beam.ParDo(_Signatures(config))
+                | "Bands" >> beam.FlatMap(_band_items, cap.bands, cap.rows)
+                | "GroupBands" >> beam.GroupByKey()
+                | "CaptionEdges"
+                >> beam.FlatMap(lambda kv: text_edges_in_bucket(list(kv[1]), cap.min_jaccard))
+            )
+            edge_sets.append(text_edges)
+        if self.vectors is not None and self.semantic is not None and self.semantic.enabled:
+            edge_sets.append(self.vectors | "Semantic" >> SemanticEdges(self.semantic))
+        if not edge_sets:
+            return records.pipeline | "NoDecisions" >> beam.Create([])
+        return (
+            tuple(edge_sets)
+            | "FlattenEdges" >> beam.Flatten()
+            | "AllEdges" >> beam.combiners.ToList()
+            | "ResolveGroups" >> beam.FlatMap(_resolve_all)
+        )
+
+
+class _MatchBenchmarks(beam.DoFn):
+    MATCHES = "matches"
+
+    def __init__(self, config: DecontamConfig) -> None:
+        self.config = config
+        self.index: BenchmarkIndex | None = None
+
+    def setup(self) -> None:
+        self.index = BenchmarkIndex.load(str(self.config.index), self.config)
+
+    def process(self, record: dict) -> Iterator[Any]:
+        if self.index is None:
+            self.setup()
+        assert self.index is not None
+        leaks = self.index.match(record)
+        for leak in leaks:
+            yield beam.pvalue.TaggedOutput(self.MATCHES, leak.as_row())
+        chosen = first_leak(leaks)
+        if chosen is not None:
+            yield (chosen.record_id, chosen.reason, f"{chosen.benchmark}:{chosen.item_id}")
+
+
+class Decontaminate(beam.PTransform):
+    """records -> decisions `(record_id, "benchmark_leak:<name>", "<name>:<item_id>")`.
+
+    With `with_matches=True` returns `{"decisions": ..., "matches": ...}`, where matches are
+    dict rows (record_id, benchmark, item_id, kind, detail, reason) for the manifest.
+    """
+
+    def __init__(self, config: DecontamConfig, with_matches: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.with_matches = with_matches
+
+    def expand(self, records: beam.PCollection) -> Any:
+        out = records | "MatchBenchmarks" >> beam.ParDo(_MatchBenchmarks(self.config)).with_outputs(
+            _MatchBenchmarks.MATCHES, main="decisions"
+        )
+        if self.with_matches:
+            return {"decisions": out.decisions, "matches": out[_MatchBenchmarks.MATCHES]}
+        return out.decisions
+
+
+class QualityScores(beam.PTransform):
+    """{"image": (record_id, vec), "text": (record_id, vec)} -> decisions for low similarity.
+
+    Apply to a dict of the two embedding PCollections (same model, both towers):
+    `{"image": img, "text": txt} | QualityScores(config)`.
+    """
+
+    def __init__(self, config: QualityConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, towers: dict) -> beam.PCollection:
+        config = self.config
+        scores = (
+            towers
+            | "JoinTowers" >> beam.CoGroupByKey()
+            | "Score"
+            >> beam.FlatMap(
+                lambda kv: (
+                    []
+                    if not (kv[1]["image"] and kv[1]["text"])
+                    else [
+                        (
+                            kv[0],
+                            float(
+                                np.dot(kv[1]["image"][0], kv[1]["text"][0])
+                                / max(
+                                    1e-12,
+                                    float(
+                                        np.linalg.norm(kv[1]["image"][0])
+                                        * np.linalg.norm(kv[1]["text"][0])
+                                    ),
+                                )
+                            ),
+                        )
+                    ]
+                )
+            )
+        )
+        cutoff = (
+            scores
+            | "AllScores" >> beam.combiners.ToDict()
+            | "Cutoff" >> beam.Map(lambda d: score_cutoff(d, config))
+        )
+        return scores | "BelowCutoff" >> beam.FlatMap(
+            lambda item, c: (
+                [(item[0], LOW_SIMILARITY_REASON, None)] if c is not None and item[1] < c else []
+            ),
+            c=beam.pvalue.AsSingleton(cutoff),
+        )

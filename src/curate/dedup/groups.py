@@ -1,0 +1,128 @@
+"""Duplicate groups across methods: union-find over edges, one kept record per group.
+
+Every method (image hash, caption MinHash, embedding cosine) only proposes *edges* between
+records. All edges go into one union-find, so a record linked to A by its image and to B by its
+caption ends in one group with both; each group keeps exactly one representative (SemDeDup's
+released code drops every member, which loses data) and every other member is dropped with the
+reason of its strongest edge and the id of the kept record.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# When a record has edges of several kinds, the most specific evidence names the reason.
+REASON_PRIORITY = (
+    "near_duplicate_image",
+    "near_duplicate_caption",
+    "semantic_duplicate",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Duplicate:
+    """A record to drop: it duplicates `duplicate_of`, which is kept."""
+
+    record_id: str
+    reason: str
+    duplicate_of: str
+
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.record_id, self.reason, self.duplicate_of)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Two records judged duplicates by one method. `*_rank` orders candidates to keep (higher wins)."""
+
+    a: str
+    b: str
+    reason: str
+    a_rank: float = 0.0
+    b_rank: float = 0.0
+
+
+class UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        parent = self.parent
+        if x not in parent:
+            parent[x] = x
+            return x
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        # Deterministic: the smaller id becomes the root, whatever the edge order.
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return True
+
+    def same(self, a: str, b: str) -> bool:
+        return self.find(a) == self.find(b)
+
+
+def _reason_rank(reason: str) -> int:
+    return REASON_PRIORITY.index(reason) if reason in REASON_PRIORITY else len(REASON_PRIORITY)
+
+
+def resolve(edges: Iterable[Edge]) -> list[Duplicate]:
+    """Group records by the edges and pick the representative of each group.
+
+    The representative has the highest rank (e.g. pixel count under `highest_resolution`);
+    ties go to the lowest record id, so the result does not depend on edge order.
+    """
+    uf = UnionFind()
+    rank: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    for edge in edges:
+        uf.union(edge.a, edge.b)
+        for rid, r in ((edge.a, edge.a_rank), (edge.b, edge.b_rank)):
+            rank[rid] = max(rank.get(rid, r), r)
+            current = reasons.get(rid)
+            if current is None or _reason_rank(edge.reason) < _reason_rank(current):
+                reasons[rid] = edge.reason
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rid in rank:
+        groups[uf.find(rid)].append(rid)
+    out: list[Duplicate] = []
+    for members in groups.values():
+        keep = min(members, key=lambda rid: (-rank[rid], rid))
+        for rid in members:
+            if rid != keep:
+                out.append(Duplicate(rid, reasons[rid], keep))
+    return sorted(out)
+
+
+def apply_decisions(
+    records: Iterable[dict], decisions: Iterable[tuple[str, str, str | None]], stage: str = "dedup"
+) -> tuple[list[dict], list]:
+    """Split records into kept ones and `Rejected` markers (reason, duplicate_of) by decisions.
+
+    For the engine's in-memory path and tests; the Beam path joins decisions by record id.
+    """
+    from curate.stages import Rejected
+
+    by_id = {rid: (reason, dup) for rid, reason, dup in decisions}
+    kept, rejected = [], []
+    for record in records:
+        hit = by_id.get(str(record.get("record_id")))
+        if hit is None:
+            kept.append(record)
+        else:
+            rejected.append(
+                Rejected(record=record, reason=hit[0], stage=stage, duplicate_of=hit[1])
+            )
+    return kept, rejected
