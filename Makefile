@@ -28,7 +28,9 @@ demo: setup
 	@if [ -f pipelines/demo_volumes.yaml ]; then \
 	  $(BIN)/curate build --spec demo_volumes --out $(DEMO_OUT)/volumes --fresh && \
 	  $(BIN)/curate inspect $(DEMO_OUT)/volumes --rows 1 --columns record_id volume_name shape spacing orientation split; fi
-	@echo "demo shards are in $(DEMO_OUT)/*/shards; manifests in $(DEMO_OUT)/*/manifest.json"
+	# A short CFM (CLIP-style) run on the demo shards, ending with retrieval metrics.
+	$(BIN)/curate train cfm --config cfm_demo --data $(DEMO_OUT)/pmc --out $(DEMO_OUT)/cfm --eval-split validation
+	@echo "demo shards are in $(DEMO_OUT)/*/shards; manifests in $(DEMO_OUT)/*/manifest.json; CFM run in $(DEMO_OUT)/cfm"
 
 test: setup
 	$(BIN)/pytest -q -p no:cacheprovider
