@@ -454,6 +454,78 @@ class FlatPath:
         return fs.join(self.out_dir, self.folder, f"part-{index:05d}-of-{total:05d}.parquet")
 
 
+class WriteSplitShards(beam.PTransform):
+    """Records with a `split` -> `OUT/<table>/<split>/part-*.parquet`, bucketed by a hash of the
+    record id (shard count from the split's size), sorted inside each shard."""
+
+    def __init__(
+        self, out_dir: str, table: str, schema: pa.Schema, settings: WriteSettings, shard_rows: int
+    ) -> None:
+        super().__init__()
+        self.out_dir, self.table, self.schema = out_dir, table, schema
+        self.settings, self.shard_rows = settings, shard_rows
+
+    def expand(self, rows: Any) -> Any:
+        counts = (
+            rows
+            | "SplitOf" >> beam.Map(lambda r: (r["split"], 1))
+            | "CountSplits" >> beam.CombinePerKey(sum)
+        )
+        return (
+            rows
+            | "ShardKey"
+            >> beam.Map(shard_key, counts=beam.pvalue.AsDict(counts), shard_rows=self.shard_rows)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards"
+            >> beam.Map(
+                write_group,
+                ShardPath(self.out_dir, self.table),
+                self.schema,
+                self.settings,
+                "record_id",
+            )
+        )
+
+
+class WriteFlatFiles(beam.PTransform):
+    """Rows -> `OUT/<folder>/part-*.parquet` (rejects, errors), bucketed by `sort_field`."""
+
+    def __init__(
+        self,
+        out_dir: str,
+        folder: str,
+        schema: pa.Schema,
+        settings: WriteSettings,
+        shard_rows: int,
+        sort_field: str,
+    ) -> None:
+        super().__init__()
+        self.out_dir, self.folder, self.schema = out_dir, folder, schema
+        self.settings, self.shard_rows, self.sort_field = settings, shard_rows, sort_field
+
+    def expand(self, rows: Any) -> Any:
+        total = rows | "Count" >> beam.combiners.Count.Globally()
+        return (
+            rows
+            | "Key"
+            >> beam.Map(
+                file_key,
+                total_rows=beam.pvalue.AsSingleton(total),
+                shard_rows=self.shard_rows,
+                id_field=self.sort_field,
+            )
+            | "Group" >> beam.GroupByKey()
+            | "Write"
+            >> beam.Map(
+                write_group,
+                FlatPath(self.out_dir, self.folder),
+                self.schema,
+                self.settings,
+                self.sort_field,
+            )
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
@@ -658,26 +730,8 @@ class Build:
             | "Apply" >> beam.ParDo(ApplyDecision()).with_outputs("rejected", main="kept")
         )
         kept = applied.kept
-        split_counts = (
-            kept
-            | "SplitOf" >> beam.Map(lambda r: (r["split"], 1))
-            | "CountSplits" >> beam.CombinePerKey(sum)
-        )
-        _ = (
-            kept
-            | "ShardKey"
-            >> beam.Map(
-                shard_key, counts=beam.pvalue.AsDict(split_counts), shard_rows=out.shard_rows
-            )
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards"
-            >> beam.Map(
-                write_group,
-                ShardPath(self.out_dir, "shards"),
-                record_schema,
-                settings,
-                "record_id",
-            )
+        _ = kept | "Shards" >> WriteSplitShards(
+            self.out_dir, "shards", record_schema, settings, out.shard_rows
         )
         self._plugin_instructions(kept, settings)
         phase1_rejects = (
@@ -686,42 +740,20 @@ class Build:
             | "ReadRejects" >> beam.FlatMap(read_rows)
         )
         all_rejects = (phase1_rejects, applied.rejected) | "AllRejects" >> beam.Flatten()
-        self._write_flat(
-            all_rejects, "Rejects", layout.REJECTS, rejects_schema, settings, "record_id"
+        _ = all_rejects | "Rejects" >> WriteFlatFiles(
+            self.out_dir, layout.REJECTS, rejects_schema, settings, out.shard_rows, "record_id"
         )
         errors = (
             p
             | "ErrorFiles" >> beam.Create(error_files, reshuffle=False)
             | "ReadErrors" >> beam.FlatMap(read_rows)
         )
-        self._write_flat(errors, "Errors", layout.ERRORS, ERROR_SCHEMA, settings, "source_uri")
+        _ = errors | "Errors" >> WriteFlatFiles(
+            self.out_dir, layout.ERRORS, ERROR_SCHEMA, settings, out.shard_rows, "source_uri"
+        )
         result = p.run()
         result.wait_until_finish()
         self.phase2_metrics = result.metrics()
-
-    def _write_flat(
-        self,
-        rows: Any,
-        label: str,
-        folder: str,
-        schema: pa.Schema,
-        settings: WriteSettings,
-        sort_field: str,
-    ) -> None:
-        total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
-        _ = (
-            rows
-            | f"Key{label}"
-            >> beam.Map(
-                file_key,
-                total_rows=beam.pvalue.AsSingleton(total),
-                shard_rows=self.spec.output.shard_rows,
-                id_field=sort_field,
-            )
-            | f"Group{label}" >> beam.GroupByKey()
-            | f"Write{label}"
-            >> beam.Map(write_group, FlatPath(self.out_dir, folder), schema, settings, sort_field)
-        )
 
     def _plugin_drops(self, pipeline: Any, records: Any) -> list[Any]:
         """Near/semantic dedup, quality and decontamination, when the spec asks for them."""

@@ -120,58 +120,35 @@ def instruction_transform(spec: Spec, kept: Any, out_dir: str, settings: Any) ->
     config = instruct_config(spec)
     if config is None:
         return
-    from curate.build import FlatPath, ShardPath, file_key, rejected_row, shard_key, write_group
+    from curate.build import WriteFlatFiles, WriteSplitShards, rejected_row
     from curate.instruct.beam import GenerateInstructions
     from curate.schema import ERROR_SCHEMA, REJECT_COLUMNS, load_schema
 
     schema = load_schema("instruction.v1")
+    rows = spec.output.shard_rows
     outputs = kept | "Instructions" >> GenerateInstructions(config)
-    instructions = outputs.instructions
-    counts = (
-        instructions
-        | "InstructionSplit" >> beam.Map(lambda r: (r["split"], 1))
-        | "CountInstructionSplits" >> beam.CombinePerKey(sum)
+    _ = outputs.instructions | "InstructionShards" >> WriteSplitShards(
+        out_dir, INSTRUCTIONS, schema.arrow, settings, rows
     )
     _ = (
-        instructions
-        | "InstructionShardKey"
-        >> beam.Map(shard_key, counts=beam.pvalue.AsDict(counts), shard_rows=spec.output.shard_rows)
-        | "GroupInstructionShards" >> beam.GroupByKey()
-        | "WriteInstructionShards"
-        >> beam.Map(
-            write_group, ShardPath(out_dir, INSTRUCTIONS), schema.arrow, settings, "record_id"
-        )
-    )
-    flat = [
-        (
-            outputs.rejected | "InstructionRejectRows" >> beam.Map(rejected_row),
+        outputs.rejected
+        | "InstructionRejectRows" >> beam.Map(rejected_row)
+        | "InstructionRejects"
+        >> WriteFlatFiles(
+            out_dir,
             INSTRUCTION_REJECTS,
             schema.extended(REJECT_COLUMNS, "rejects").arrow,
+            settings,
+            rows,
             "source_record_id",
-        ),
-        (
-            outputs.failed | "InstructionErrorRows" >> beam.Map(lambda f: f.as_row()),
-            INSTRUCTION_ERRORS,
-            ERROR_SCHEMA,
-            "record_id",
-        ),
-    ]
-    for rows, folder, arrow_schema, id_field in flat:
-        label = folder.title().replace("_", "")
-        total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
-        _ = (
-            rows
-            | f"Key{label}"
-            >> beam.Map(
-                file_key,
-                total_rows=beam.pvalue.AsSingleton(total),
-                shard_rows=spec.output.shard_rows,
-                id_field=id_field,
-            )
-            | f"Group{label}" >> beam.GroupByKey()
-            | f"Write{label}"
-            >> beam.Map(write_group, FlatPath(out_dir, folder), arrow_schema, settings, id_field)
         )
+    )
+    _ = (
+        outputs.failed
+        | "InstructionErrorRows" >> beam.Map(lambda f: f.as_row())
+        | "InstructionErrors"
+        >> WriteFlatFiles(out_dir, INSTRUCTION_ERRORS, ERROR_SCHEMA, settings, rows, "record_id")
+    )
 
 
 def instruction_accounting(
