@@ -47,17 +47,17 @@ def phase2_drop_transforms(spec: Spec, records: Any, out_dir: str) -> list[Any]:
     its sidecar to OUT/attributes/ so thresholds can be re-tuned without re-embedding."""
     from curate import fs
 
-    near = section(spec, ("dedup", "near"))
-    semantic = section(spec, ("dedup", "semantic"))
-    quality = section(spec, ("dedup", "quality"))
-    decontam = section(spec, ("dedup", "decontam"))
-    embed = section(spec, ("embed",))
+    near: Any = section(spec, ("dedup", "near"))
+    semantic: Any = section(spec, ("dedup", "semantic"))
+    quality: Any = section(spec, ("dedup", "quality"))
+    decontam: Any = section(spec, ("dedup", "decontam"))
+    embed: Any = section(spec, ("embed",))
     drops: list[Any] = []
     vectors: dict[str, Any] = {}
     if _enabled(embed):
         from curate.embed.beam import EmbedRecords
 
-        for tower in embed.towers:  # type: ignore[union-attr]
+        for tower in embed.towers:
             vectors[tower] = records | f"Embed_{tower}" >> EmbedRecords(
                 embed, tower, out_dir=out_dir
             )
@@ -66,20 +66,20 @@ def phase2_drop_transforms(spec: Spec, records: Any, out_dir: str) -> list[Any]:
         from curate.dedup.config import NearDedupConfig
 
         near_config = near if _enabled(near) else NearDedupConfig(enabled=False)
-        semantic_vectors = vectors.get(semantic.tower) if _enabled(semantic) else None  # type: ignore[union-attr]
+        semantic_vectors = vectors.get(semantic.tower) if _enabled(semantic) else None
         if _enabled(semantic) and semantic_vectors is None:
             from curate.errors import SpecError
 
             raise SpecError(
                 f"dedup.semantic uses the {semantic.tower} tower: add it to embed.towers"
-            )  # type: ignore[union-attr]
+            )
         decisions = records | "NearDuplicates" >> NearDuplicates(
             near_config, vectors=semantic_vectors, semantic=semantic if _enabled(semantic) else None
         )
         drops.append(decisions | "NearAsDrops" >> beam.Map(_as_drop("dedup:near")))
     if _enabled(quality) and (
         quality.min_clip_score is not None or quality.keep_top_fraction is not None
-    ):  # type: ignore[union-attr]
+    ):
         if not ("image" in vectors and "text" in vectors):
             from curate.errors import SpecError
 
