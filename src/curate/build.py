@@ -559,6 +559,7 @@ class Build:
             shutil.rmtree(self.out_dir)
         fs.makedirs(self.out_dir)
         state_path = self._work("state.json")
+        self.linking = self._link_identity()
         identity = {
             "spec_sha256": self.loaded.sha256,
             "schema": self.schema.describe(),
@@ -566,6 +567,9 @@ class Build:
                 json.dumps(self.loaded.data, sort_keys=True, default=str).encode()
             ).hexdigest(),
         }
+        if self.linking:
+            # Resuming with another KB would mix entities from two KBs in one build.
+            identity["kb_sha256"] = self.linking["kb_sha256"]
         if fs.exists(state_path):
             previous = json.loads(fs.read_bytes(state_path))
             if previous != identity:
@@ -575,6 +579,19 @@ class Build:
                 )
         else:
             fs.write_bytes_atomic(state_path, json.dumps(identity, sort_keys=True).encode())
+
+    def _link_identity(self) -> dict[str, Any] | None:
+        """The linking KB's id and hash for the manifest; builds the default KB once, in the
+        driver, so that workers find it ready."""
+        if self.spec.enrich.link is None:
+            return None
+        from curate.link.config import LinkConfig
+        from curate.link.stage import LinkStage
+
+        config = LinkConfig.model_validate(self.spec.enrich.link)
+        if not config.enabled:
+            return None
+        return LinkStage(config).kb_identity()
 
     def source_paths(self) -> dict[str, str]:
         """Resolve `demo:<name>` paths by generating the demo corpus inside the work folder."""
@@ -936,6 +953,7 @@ class Build:
             "files": outputs["files"],
             "instructions": instructions,
             "benchmark_matches": self._benchmark_matches(),
+            "linking": self.linking,
             **outputs.get("extra", {}),
         }
 

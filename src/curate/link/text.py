@@ -1,0 +1,98 @@
+"""Tokens, sentences and the one normalisation shared by aliases and texts.
+
+Aliases and texts go through the same `normalise_token`, so an exact dictionary look-up finds
+"effusions" for the alias "effusion" and "left-sided" for "left sided" without a model. Tokens
+keep their character offsets, and `breaks_before` marks punctuation between two tokens: an
+alias may never span a comma or a full stop ("effusion, pneumothorax" is two mentions).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+# Characters that may sit inside a multi-word alias without breaking it.
+_JOINERS = frozenset(" \t-/'’")
+# Sentence ends: .!? followed by space or a capital letter (IU reports drop the space:
+# "apex.There are"), a blank line, or a numbered item ("1. ... 2. ...").
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|(?=[A-Z]))|\n\s*\n|\n(?=\s*\d+[.)]\s)")
+# Irregular plurals radiology uses; everything else falls back to the suffix rules below.
+_IRREGULAR = {
+    "pneumothoraces": "pneumothorax",
+    "thoraces": "thorax",
+    "diverticula": "diverticulum",
+    "bronchi": "bronchus",
+    "calculi": "calculus",
+    "emboli": "embolus",
+    "foci": "focus",
+    "vertebrae": "vertebra",
+    "metastases": "metastasis",
+    "diagnoses": "diagnosis",
+    "lymphomata": "lymphoma",
+    "apices": "apex",
+    "ectases": "ectasis",
+    "bullae": "bulla",
+    "sulci": "sulcus",
+    "hila": "hilum",
+    "pancreas": "pancreas",
+    "atlas": "atlas",
+    "diabetes": "diabetes",
+    "herpes": "herpes",
+}
+
+
+def normalise_token(token: str) -> str:
+    """Lower-case and strip a plural suffix, the same way for aliases and texts."""
+    word = token.lower()
+    irregular = _IRREGULAR.get(word)
+    if irregular:
+        return irregular
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 5 and word.endswith("sses"):
+        return word[:-2]
+    if len(word) > 4 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+    start: int
+    end: int
+    norm: str
+    breaks_before: bool
+
+
+def tokenize(text: str, offset: int = 0) -> list[Token]:
+    """Alphanumeric tokens with offsets; punctuation only shows up as `breaks_before`."""
+    tokens: list[Token] = []
+    previous_end = 0
+    for match in _WORD.finditer(text):
+        start, end = match.span()
+        gap = text[previous_end:start]
+        breaks = bool(tokens) and any(ch not in _JOINERS for ch in gap)
+        word = match.group()
+        tokens.append(Token(word, start + offset, end + offset, normalise_token(word), breaks))
+        previous_end = end
+    return tokens
+
+
+def normalise_phrase(phrase: str) -> tuple[str, ...]:
+    """The token key an alias is stored under (empty when it holds no word)."""
+    return tuple(t.norm for t in tokenize(phrase))
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence; never empty for a non-blank text."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.start() > start and text[start : match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
