@@ -314,10 +314,11 @@ class Linker:
     def _resolve_fuzzy(self, phrases: list[str]) -> None:
         """Fill the cache for phrases not seen yet, in one CandidateGenerator batch."""
         todo = sorted({p for p in phrases if p not in self._fuzzy_cache})
-        if not todo or self._generator is None:
+        generator: Any = self._generator
+        if not todo or generator is None:
             return
         settings = self.settings
-        batch = self._generator(todo, settings.fuzzy_k)
+        batch = generator(todo, settings.fuzzy_k)
         if len(self._fuzzy_cache) + len(todo) > settings.fuzzy_cache_size:
             self._fuzzy_cache.clear()
         for phrase, candidates in zip(todo, batch):
