@@ -212,15 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietBeamImport(logging.Filter):
+    # Beam's GCP module warns on import when its optional clients are absent; for local builds
+    # that line is noise in every command's output.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
+    verbose = bool(argv and ("-v" in argv or "--verbose" in argv)) or (
+        argv is None and ("-v" in sys.argv or "--verbose" in sys.argv)
+    )
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietBeamImport())
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_beam_args", False):
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
     try:
         if getattr(args, "takes_beam_args", False):
             return int(args.func(args, extra))
