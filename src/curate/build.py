@@ -426,8 +426,17 @@ def write_group(
         compression=settings.compression,
         compression_level=settings.compression_level,
         row_group_rows=settings.row_group_rows,
+        digest_path=digest_path(path_of.out_dir, path),
     )
     return {"path": path, "rows": count}
+
+
+def digest_path(out_dir: str, path: str) -> str:
+    """Where the writer leaves the size and sha256 of an output file for the manifest."""
+    relative = path[len(out_dir) :].lstrip("/\\") if path.startswith(out_dir) else path
+    return fs.join(
+        out_dir, layout.WORK, "digests", relative.replace("\\", "/").replace("/", "__") + ".json"
+    )
 
 
 def _tie_breaker(row: dict[str, Any]) -> str:
@@ -685,6 +694,7 @@ class Build:
             "skipped",
             INSTRUCTION_REJECTS,
             INSTRUCTION_ERRORS,
+            f"{layout.WORK}/digests",
         ):
             path = fs.join(self.out_dir, folder)
             if fs.is_local(path):
@@ -1063,14 +1073,16 @@ def _identity(name: str, lhs: int, rhs: int) -> dict[str, Any]:
 
 
 def _file_entry(out_dir: str, path: str, rows: int) -> dict[str, Any]:
-    data = fs.read_bytes(path)
     relative = path[len(out_dir) :].lstrip("/\\") if path.startswith(out_dir) else path
-    return {
-        "path": relative.replace("\\", "/"),
-        "rows": rows,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    entry: dict[str, Any] = {"path": relative.replace("\\", "/"), "rows": rows}
+    recorded = digest_path(out_dir, path)
+    if fs.exists(recorded):
+        digest = json.loads(fs.read_bytes(recorded))
+        entry.update(bytes=digest["bytes"], sha256=digest["sha256"])
+    else:  # small files written outside the shard writers (skipped units, sidecars)
+        data = fs.read_bytes(path)
+        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return entry
 
 
 def build(loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False) -> BuildResult:

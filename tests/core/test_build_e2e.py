@@ -212,3 +212,21 @@ def test_error_fraction_limit_fails_the_build(
     assert build(tmp_path / "strict", "--set", "max_error_fraction=0.01") == 1
     assert "exceeds max_error_fraction" in capsys.readouterr().err
     assert manifest(tmp_path / "strict")["status"] == "failed"
+
+
+def test_manifest_digests_match_the_files(demo_out: Path) -> None:
+    # Writers record each file's sha256 as they write it; the manifest must agree with the bytes.
+    import hashlib
+
+    files = manifest(demo_out)["files"]
+    assert {f["path"].split("/")[0] for f in files} >= {
+        "shards",
+        "rejects",
+        "errors",
+        "instructions",
+    }
+    for entry in files:
+        data = (demo_out / entry["path"]).read_bytes()
+        assert entry["bytes"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest(), entry["path"]
+    assert list((demo_out / "_work" / "digests").glob("shards__*.json"))

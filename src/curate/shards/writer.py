@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -24,8 +26,13 @@ def write_parquet(
     compression: str = "zstd",
     compression_level: int | None = None,
     row_group_rows: int = 256,
+    digest_path: str | None = None,
 ) -> int:
-    """Write `rows` atomically to `path` (local or remote); returns the row count."""
+    """Write `rows` atomically to `path` (local or remote); returns the row count.
+
+    With `digest_path`, the file's size and sha256 are written there too, computed from the
+    bytes in hand, so the manifest need not read every output file back.
+    """
     table = rows_to_table(rows, schema)
     buffer = io.BytesIO()
     pq.write_table(
@@ -36,7 +43,15 @@ def write_parquet(
         row_group_size=row_group_rows,
         write_statistics=True,
     )
-    fs.write_bytes_atomic(path, buffer.getvalue())
+    data = buffer.getvalue()
+    fs.write_bytes_atomic(path, data)
+    if digest_path is not None:
+        digest = {
+            "rows": table.num_rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        fs.write_bytes_atomic(digest_path, json.dumps(digest, sort_keys=True).encode())
     return table.num_rows
 
 
