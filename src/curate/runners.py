@@ -41,7 +41,7 @@ class RunnerChoice:
             args = [
                 f"--direct_running_mode={mode}",
                 f"--direct_num_workers={workers}",
-                "--default_sdk_harness_log_level=WARNING",
+                "--default_sdk_harness_log_level=ERROR",
                 *self.beam_args,
             ]
             return FnApiRunner(), PipelineOptions(args)
