@@ -1061,6 +1061,9 @@ class Build:
             )
         manifest["status"] = "ok" if ok else "failed"
         manifest["status_message"] = message
+        from curate.report.datacard import write_data_card
+
+        write_data_card(self.out_dir, manifest)
         fs.write_bytes_atomic(
             fs.join(self.out_dir, layout.MANIFEST),
             json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(),

@@ -230,3 +230,15 @@ def test_manifest_digests_match_the_files(demo_out: Path) -> None:
         assert entry["bytes"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest(), entry["path"]
     assert list((demo_out / "_work" / "digests").glob("shards__*.json"))
+
+
+def test_data_card_summarises_the_build(demo_out: Path) -> None:
+    card = (demo_out / "DATA_CARD.md").read_text()
+    assert card.startswith("# Data card: demo")
+    assert "28 candidate records: **12 kept**, 12 rejected with a reason, 4 errors" in card
+    assert "| license_not_allowed:noncommercial | 5 |" in card
+    assert "| near_duplicate_image | 2 |" in card
+    assert "| CC BY 4.0 | 12 |" in card
+    assert (
+        "### Most frequent linked concepts" in card and "| present | absent | uncertain |" in card
+    )

@@ -1,0 +1,187 @@
+"""Data card: a human-readable summary of a build (`OUT/DATA_CARD.md`), written from the
+manifest and the kept shards. It answers what a dataset user asks first: where the data came
+from, what was dropped and why, how the splits look, which licences, modalities and findings
+the records carry."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from curate import fs
+from curate.shards import layout
+
+# Distributions are computed over at most this many kept rows, so the card stays cheap on
+# very large builds (the manifest holds the exact counts).
+MAX_ROWS_SCANNED = 200_000
+DISTRIBUTION_COLUMNS = (
+    "license",
+    "license_family",
+    "modality",
+    "dataset",
+    "view_position",
+    "article_type",
+)
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _counter_table(counter: Counter | dict, name: str, limit: int = 20) -> str:
+    items = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
+    return _table([(k if k is not None else "(none)", v) for k, v in items], (name, "records"))
+
+
+def scan_shards(out_dir: str) -> dict[str, Any]:
+    """Distributions over the kept records (first MAX_ROWS_SCANNED rows)."""
+    paths = fs.glob(fs.join(out_dir, "shards", "*", "*.parquet"))
+    distributions: dict[str, Counter] = {}
+    entities: dict[tuple[str, str], Counter] = {}
+    labels: Counter = Counter()
+    scanned = 0
+    for path in paths:
+        if scanned >= MAX_ROWS_SCANNED:
+            break
+        names = pq.ParquetFile(path).schema_arrow.names
+        columns = [
+            c for c in (*DISTRIBUTION_COLUMNS, "entities", "derived_labels", "labels") if c in names
+        ]
+        if not columns:
+            continue
+        rows = pq.read_table(path, columns=columns).to_pylist()[: MAX_ROWS_SCANNED - scanned]
+        scanned += len(rows)
+        for row in rows:
+            for column in DISTRIBUTION_COLUMNS:
+                if column in row:
+                    distributions.setdefault(column, Counter())[row[column]] += 1
+            for entity in row.get("entities") or []:
+                key = (entity.get("cui") or "", entity.get("name") or "")
+                entities.setdefault(key, Counter())[entity.get("assertion") or "present"] += 1
+            for item in row.get("derived_labels") or row.get("labels") or []:
+                if item.get("value") == "positive":
+                    labels[item.get("observation")] += 1
+    return {
+        "scanned": scanned,
+        "distributions": distributions,
+        "entities": entities,
+        "labels": labels,
+    }
+
+
+def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
+    spec = manifest["spec"]
+    records = manifest["records"]
+    parts = [
+        f"# Data card: {spec['name']}",
+        "",
+        f"Built by curate {manifest['curate_version']} from spec `{spec['path']}` "
+        f"(sha256 `{spec['sha256'][:16]}`), record schema `{manifest['schema']['name']}` "
+        f"v{manifest['schema']['version']} (hash `{manifest['schema']['hash']}`). "
+        f"Status: **{manifest['status']}**{(' — ' + manifest['status_message']) if manifest.get('status_message') else ''}.",
+        "",
+        "## Inputs",
+        "",
+        _table(
+            [
+                (
+                    name,
+                    src["kind"],
+                    src["discovered"],
+                    sum(src["skipped"].values()),
+                    src["read"],
+                    sum(src["failed"].values()),
+                )
+                for name, src in sorted(manifest["inputs"].items())
+            ],
+            ("source", "kind", "units found", "skipped", "read", "failed"),
+        ),
+        "",
+        "## Records",
+        "",
+        f"{records['candidates']} candidate records: **{records['kept']} kept**, {records['rejected']} "
+        f"rejected with a reason, {records['errors']} errors with a reason "
+        f"(accounting identities: {'all hold' if all(i['holds'] for i in manifest['identities']) else 'BROKEN'}).",
+        "",
+        _table(sorted(manifest["splits"].items()), ("split", "records")),
+    ]
+    if manifest["reject_reasons"]:
+        parts += [
+            "",
+            "### Why records were rejected",
+            "",
+            _counter_table(manifest["reject_reasons"], "reason", 50),
+        ]
+    if manifest["error_reasons"]:
+        parts += ["", "### Errors", "", _counter_table(manifest["error_reasons"], "reason", 50)]
+    parts += ["", f"## What the kept records carry (over {scan['scanned']} records)"]
+    for column, counter in sorted(scan["distributions"].items()):
+        parts += ["", f"### {column}", "", _counter_table(counter, column)]
+    if scan["entities"]:
+        top = sorted(scan["entities"].items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:25]
+        parts += [
+            "",
+            "### Most frequent linked concepts",
+            "",
+            _table(
+                [(cui, name, c["present"], c["absent"], c["uncertain"]) for (cui, name), c in top],
+                ("CUI", "name", "present", "absent", "uncertain"),
+            ),
+        ]
+    if scan["labels"]:
+        parts += [
+            "",
+            "### Positive observation labels",
+            "",
+            _counter_table(scan["labels"], "observation", 30),
+        ]
+    instructions = manifest.get("instructions")
+    if instructions:
+        parts += [
+            "",
+            "## Instruction data",
+            "",
+            f"{instructions['records_with_instructions']} of {instructions['records_in']} kept records have "
+            f"instructions; {instructions['records_rejected']} rejected, {instructions['records_failed']} failed.",
+            "",
+            _counter_table(instructions["tasks"], "task", 50),
+        ]
+    matches = manifest.get("benchmark_matches")
+    if matches:
+        parts += [
+            "",
+            "## Benchmark decontamination",
+            "",
+            f"{matches['total']} training records matched evaluation items and were removed "
+            f"({', '.join(f'{k}: {v}' for k, v in matches['by_benchmark'].items())}); "
+            f"full list in `{matches['file']}`.",
+        ]
+    if manifest.get("linking"):
+        link = manifest["linking"]
+        parts += [
+            "",
+            "## Linking knowledge base",
+            "",
+            f"`{link['kb_id']}` (sha256 `{link['kb_sha256'][:16]}`).",
+        ]
+    parts += [
+        "",
+        "## Software",
+        "",
+        ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_data_card(out_dir: str, manifest: dict[str, Any]) -> str:
+    path = fs.join(out_dir, "DATA_CARD.md")
+    fs.write_bytes_atomic(path, render(manifest, scan_shards(out_dir)).encode())
+    return path
+
+
+__all__ = ["write_data_card", "render", "scan_shards", "layout"]
