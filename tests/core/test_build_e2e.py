@@ -242,3 +242,25 @@ def test_data_card_summarises_the_build(demo_out: Path) -> None:
     assert (
         "### Most frequent linked concepts" in card and "| present | absent | uncertain |" in card
     )
+
+
+def test_instruction_shards_stream_and_cli_inspect(
+    demo_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = manifest(demo_out)
+    assert m["tables"]["instructions"]["schema"]["name"] == "instruction"
+    rows = list(
+        load_shards(
+            demo_out,
+            split="train",
+            table="instructions",
+            columns=["task", "conversations", "split"],
+        )
+    )
+    assert len(rows) == m["instruction_splits"]["train"] and all(
+        r["split"] == "train" for r in rows
+    )
+    assert all(r["conversations"][0]["from"] == "human" for r in rows)
+    assert main(["inspect", str(demo_out), "--rows", "1", "--columns", "record_id", "caption"]) == 0
+    out = capsys.readouterr().out
+    assert "accounting identities: all hold" in out and '"record_id": "PMC' in out
