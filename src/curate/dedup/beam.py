@@ -29,8 +29,8 @@ from curate.dedup.minhash import MinHasher, lsh_band_keys
 from curate.dedup.near import (
     NearAttributes,
     eligible_text,
-    image_block_keys,
-    image_edges_in_bucket,
+    image_edges_for_key,
+    image_probe_keys,
     near_attributes,
     text_edges_in_bucket,
     text_hasher,
@@ -148,13 +148,15 @@ class NearDuplicates(beam.PTransform):
                                     a.confirm_hash,
                                 ),
                             )
-                            for key in image_block_keys(a.image_hash, max_h)
+                            for key in image_probe_keys(a.image_hash, max_h)
                         ]
                     )
                 )
                 | "GroupImageBlocks" >> beam.GroupByKey()
                 | "ImageEdges"
-                >> beam.FlatMap(lambda kv: image_edges_in_bucket(list(kv[1]), max_h, confirm_max))
+                >> beam.FlatMap(
+                    lambda kv: image_edges_for_key(kv[0], list(kv[1]), max_h, confirm_max)
+                )
             )
             edge_sets.append(image_edges)
         if config.enabled and config.caption.enabled:
