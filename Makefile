@@ -28,8 +28,9 @@ demo: setup
 	@if [ -f pipelines/demo_volumes.yaml ]; then \
 	  $(BIN)/curate build --spec demo_volumes --out $(DEMO_OUT)/volumes --fresh && \
 	  $(BIN)/curate inspect $(DEMO_OUT)/volumes --rows 1 --columns record_id volume_name shape spacing orientation split; fi
-	# A short CFM (CLIP-style) run on the demo shards, ending with retrieval metrics.
-	$(BIN)/curate train cfm --config cfm_demo --data $(DEMO_OUT)/pmc --out $(DEMO_OUT)/cfm --eval-split validation
+	$(BIN)/curate build --spec demo_cohort --out $(DEMO_OUT)/cohort --fresh
+	# A short CFM (CLIP-style) run on the learnable cohort shards, ending with retrieval metrics.
+	$(BIN)/curate train cfm --config cfm_cohort --data $(DEMO_OUT)/cohort --out $(DEMO_OUT)/cfm --eval-split validation
 	@echo "demo shards are in $(DEMO_OUT)/*/shards; manifests in $(DEMO_OUT)/*/manifest.json; CFM run in $(DEMO_OUT)/cfm"
 
 test: setup

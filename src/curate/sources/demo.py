@@ -12,6 +12,7 @@ from curate.errors import SpecError
 
 GENERATORS = {
     "pmc": "curate.sources.demo_corpus:generate_pmc_demo",
+    "pmc_cohort": "curate.sources.demo_cohort:generate_pmc_cohort",
     "radiology": "curate.sources.demo_radiology:generate_radiology_demo",
     "volumes": "curate.sources.demo_volumes:generate_volume_demo",
 }
