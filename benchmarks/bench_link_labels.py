@@ -26,22 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "link" / "data"
 GOLD_SETS = {"dev": DATA / "iu_dev_labels.csv", "holdout": DATA / "iu_holdout_labels.csv"}
-LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-]
+from curate.link.labels import LabelSet  # noqa: E402
+
+LABELS = list(
+    LabelSet.load("chestxray14").names
+)  # the 14 ChestX-ray14 findings, from the label set file
 
 
 def load_reports(realdata: Path) -> dict[str, dict[str, str]]:
