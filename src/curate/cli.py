@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(_QuietBeamImport())
     if not verbose:
         # Local workers' start-up notices, relayed by the job service, are not the user's concern.
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR
+        )
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_beam_args", False):
