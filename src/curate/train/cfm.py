@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from curate.errors import InputError
 from curate.shards.loader import load_shards
 from curate.train import checkpoint as ckpt
-from curate.train.config import CFMConfig, load_config
+from curate.train.config import CFMConfig
 from curate.train.data import (
     MappedRows,
     PairCollate,
@@ -30,7 +30,12 @@ from curate.train.data import (
 from curate.train.losses import clip_loss, local_loss
 from curate.train.model import CFM
 from curate.train.optim import build_optimizer, warmup_cosine
-from curate.train.runtime import JsonlLog, autocast, maybe_init_distributed, resolve_device
+from curate.train.runtime import (
+    JsonlLog,
+    autocast,
+    maybe_init_distributed,
+    prepare_run,
+)
 from curate.train.text import build_text_side
 from curate.train.vision import ImagePreprocess
 
@@ -139,23 +144,14 @@ def train_cfm(
     `stop_at` ends this invocation early at that step (as an interruption would) while the
     schedule still targets `config.train.steps`.
     """
-    loaded = config if isinstance(config, CFMConfig) else load_config(config)
-    if not isinstance(loaded, CFMConfig):
-        raise InputError("train_cfm needs a config of kind 'cfm'")
-    config = loaded
+    prepared, run_dir, checkpoint_path, device, state = prepare_run(
+        config, CFMConfig, run_dir, resume
+    )
+    config = prepared  # narrows the declared union for the code below
     tc = config.train
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     rank, world = maybe_init_distributed(device)
-    checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
-    state = ckpt.load(checkpoint_path) if resume and checkpoint_path.is_file() else None
     if resume and state is None:
         log.info("no checkpoint in %s; starting from scratch", run_dir)
-    if state is not None:
-        config = CFMConfig.model_validate(state["config"]).model_copy(update={"train": tc})
 
     text_columns = pick_text_columns(
         shard_columns(data_dir, tc.train_split), [tc.text_column, *tc.fallback_text_columns]

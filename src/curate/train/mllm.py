@@ -18,10 +18,10 @@ from torch import nn
 from curate.errors import InputError, SpecError
 from curate.shards.loader import load_shards
 from curate.train import checkpoint as ckpt
-from curate.train.config import CFMConfig, MLLMConfig, MLLMStage, VisionConfig, load_config
+from curate.train.config import CFMConfig, MLLMConfig, MLLMStage, VisionConfig
 from curate.train.data import MappedRows, epoch_batches, make_loader, shard_columns
 from curate.train.optim import build_optimizer, warmup_cosine
-from curate.train.runtime import JsonlLog, autocast, resolve_device
+from curate.train.runtime import JsonlLog, autocast, prepare_run
 from curate.train.text import tokenizer_from_str, train_wordpiece
 from curate.train.vision import ImagePreprocess, build_vision_tower
 
@@ -578,20 +578,11 @@ def train_mllm(
 ) -> dict[str, Any]:
     """Run the configured stages in order (or resume inside one). `stop_at` ends this call
     after that many optimizer steps in total, as an interruption would."""
-    loaded = config if isinstance(config, MLLMConfig) else load_config(config)
-    if not isinstance(loaded, MLLMConfig):
-        raise InputError("train_mllm needs a config of kind 'mllm'")
-    config = loaded
+    prepared, run_dir, checkpoint_path, device, state = prepare_run(
+        config, MLLMConfig, run_dir, resume
+    )
+    config = prepared  # narrows the declared union for the code below
     tc = config.train
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
-    state = ckpt.load(checkpoint_path) if resume and checkpoint_path.is_file() else None
-    if state is not None:
-        config = MLLMConfig.model_validate(state["config"]).model_copy(update={"train": tc})
     ckpt.seed_everything(tc.seed)
     model, tokenizer, preprocess, vision_record = build_mllm(config, state, data_dir)
     model.to(device)

@@ -7,10 +7,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,3 +61,32 @@ class JsonlLog:
                 if k != "time"
             }
             print(json.dumps(shown, sort_keys=True), flush=True)
+
+
+def prepare_run(
+    config: ConfigT | str | Path, config_cls: type[ConfigT], run_dir: str | Path, resume: bool
+) -> tuple[ConfigT, Path, Path, torch.device, dict[str, Any] | None]:
+    """Shared start of every trainer: load and check the config, make the run folder, pick the
+    device and thread count, and load the checkpoint when resuming. A resumed run keeps the
+    model config saved in its checkpoint and takes the `train` settings given now.
+
+    Returns (config, run_dir, checkpoint path, device, checkpoint state or None)."""
+    from curate.errors import InputError
+    from curate.train import checkpoint as ckpt
+    from curate.train.config import load_config
+
+    loaded: Any = config if isinstance(config, config_cls) else load_config(config)  # type: ignore[arg-type]
+    if not isinstance(loaded, config_cls):
+        raise InputError(f"this trainer needs a config of kind {config_cls.__name__}")
+    # Every trainer config has a `train` section.
+    tc: Any = loaded.train  # type: ignore[attr-defined]
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    checkpoint_path = run_dir / ckpt.CHECKPOINT_NAME
+    state = ckpt.load(checkpoint_path) if resume and checkpoint_path.is_file() else None
+    if state is not None:
+        loaded = config_cls.model_validate(state["config"]).model_copy(update={"train": tc})
+    return loaded, run_dir, checkpoint_path, device, state
