@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 import torch
 
-from curate.dedup.synthetic import _caption
+from curate.demo.near_duplicates import _caption
 from curate.embed.beam import EmbedRecords, read_sidecar, sidecar_path
 from curate.embed.config import EmbedConfig, resolve_device
 from curate.embed.models import load_tower

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "link" / "data"
 GOLD_SETS = {"dev": DATA / "iu_dev_labels.csv", "holdout": DATA / "iu_holdout_labels.csv"}
-from curate.link.labels import LabelSet  # noqa: E402
+from curate.enrich.link.labels import LabelSet  # noqa: E402
 
 LABELS = list(
     LabelSet.load("chestxray14").names
@@ -53,8 +53,8 @@ def micro(gold: dict[str, set[str]], predicted: dict[str, set[str]]) -> tuple[fl
 
 
 def curate_predictions(reports, uids, kb_arg):
-    from curate.link.config import LinkConfig
-    from curate.link.stage import LinkStage
+    from curate.enrich.link.config import LinkConfig
+    from curate.enrich.link.stage import LinkStage
 
     stage = LinkStage(
         LinkConfig(
@@ -75,7 +75,7 @@ def negspacy_predictions(reports, uids):
     from negspacy.negation import Negex  # noqa: F401 - registers the "negex" factory
     from negspacy.termsets import termset
 
-    from curate.link.labels import LabelSet
+    from curate.enrich.link.labels import LabelSet
 
     label_set = LabelSet.load("chestxray14")
     nlp = spacy.blank("en")

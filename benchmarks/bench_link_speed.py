@@ -68,7 +68,7 @@ def load_texts(limit: int, kb_dir: Path) -> list[str]:
 
 
 def candidate_spans(linker, text):
-    from curate.link.text import tokenize
+    from curate.enrich.link.text import tokenize
 
     tokens = tokenize(text)
     runs = linker._candidate_runs(tokens, bytearray(len(tokens)))
@@ -76,8 +76,8 @@ def candidate_spans(linker, text):
 
 
 def child_curate_build(kb_dir: Path) -> dict:
-    from curate.link.index import build_ann
-    from curate.link.linker import LinkerSettings
+    from curate.enrich.link.index import build_ann
+    from curate.enrich.link.linker import LinkerSettings
 
     aliases = json.loads((kb_dir / "aliases.json").read_text())
     started = time.perf_counter()
@@ -86,8 +86,8 @@ def child_curate_build(kb_dir: Path) -> dict:
 
 
 def child_curate(kb_dir: Path, texts_file: Path) -> dict:
-    from curate.link.index import LoadedKB
-    from curate.link.linker import Linker, LinkerSettings
+    from curate.enrich.link.index import LoadedKB
+    from curate.enrich.link.linker import Linker, LinkerSettings
 
     settings = LinkerSettings.load()
     linker = Linker(LoadedKB.load(kb_dir, ef_search=settings.index_ef_search), settings)
@@ -154,7 +154,7 @@ def child_scispacy(kb_dir: Path, texts_file: Path, cache_root: str) -> dict:
     from scispacy.linking import EntityLinker
     from scispacy.linking_utils import KnowledgeBase
 
-    from curate.link.linker import Linker, LinkerSettings
+    from curate.enrich.link.linker import Linker, LinkerSettings
 
     cache = _scispacy_cache(kb_dir, cache_root)
     kb = KnowledgeBase(str(kb_dir / "kb.jsonl"))
@@ -201,8 +201,8 @@ def child_scispacy(kb_dir: Path, texts_file: Path, cache_root: str) -> dict:
 
 
 def child_scale(n_aliases: int) -> dict:
-    from curate.link.index import build_ann
-    from curate.link.linker import LinkerSettings
+    from curate.enrich.link.index import build_ann
+    from curate.enrich.link.linker import LinkerSettings
 
     rng = random.Random(0)
     stems = [
@@ -322,9 +322,9 @@ def main() -> int:
         )
         return 0
 
-    from curate.link.index import build_kb_folder
-    from curate.link.kb import build_default_concepts
-    from curate.link.linker import LinkerSettings
+    from curate.enrich.link.index import build_kb_folder
+    from curate.enrich.link.kb import build_default_concepts
+    from curate.enrich.link.linker import LinkerSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         kb_dir = Path(tmp) / "kb"

@@ -36,7 +36,7 @@ def corpus(tmp: str) -> tuple[list[Path], str]:
     if folder.is_dir():
         files = sorted(p for p in folder.rglob("*") if p.suffix in (".xml", ".nxml"))
         return files, f"realdata ({len(files)} real JATS files)"
-    from curate.sources.demo_corpus import generate_pmc_demo
+    from curate.demo.pmc import generate_pmc_demo
 
     generate_pmc_demo(tmp)
     files = sorted(p for p in Path(tmp).rglob("*.nxml"))

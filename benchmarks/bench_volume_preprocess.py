@@ -32,6 +32,7 @@ def best_of(repeat: int, fn):
 def main() -> int:
     from scipy import ndimage
 
+    from curate.demo.volumes import ct_phantom
     from curate.parse.volume import (
         Volume,
         VolumePreprocessOptions,
@@ -39,7 +40,6 @@ def main() -> int:
         resample_linear,
         zoom_grid,
     )
-    from curate.sources.demo_volumes import ct_phantom
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)

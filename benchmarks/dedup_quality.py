@@ -1,6 +1,6 @@
 """Measured dedup quality: precision and recall of each method on planted near-duplicates.
 
-The set (curate.dedup.synthetic) has figure-like originals and planted copies: re-encoded,
+The set (curate.demo.near_duplicates) has figure-like originals and planted copies: re-encoded,
 resized, cropped, brightness-shifted images (with unrelated captions) and reworded captions
 (with unrelated images). Target: recall >= 0.95 at precision >= 0.99 for re-encoded and resized.
 
@@ -17,7 +17,7 @@ import numpy as np
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
 from curate.dedup.near import find_near_duplicates
 from curate.dedup.semantic import find_semantic_duplicates
-from curate.dedup.synthetic import generate, score
+from curate.demo.near_duplicates import generate, score
 from curate.embed.beam import embed_records
 from curate.embed.config import EmbedConfig
 

@@ -15,9 +15,10 @@ from curate import __version__
 from curate.errors import CurateError, SpecError
 
 PLUGIN_CLIS = (
+    "curate.demo.cli",
     "curate.sources.pmc_cli",
-    "curate.link.cli",
-    "curate.dedup.cli",
+    "curate.enrich.link.cli",
+    "curate.decontaminate.cli",
     "curate.instruct.cli",
     "curate.train.cli",
 )

@@ -117,7 +117,7 @@ class MalformedMetadata(InputError):
     reason = "malformed_metadata"
 
 
-# ---- knowledge bases for entity linking (curate.link) ----
+# ---- knowledge bases for entity linking (curate.enrich.link) ----
 
 
 class MalformedKB(CurateError):

@@ -176,3 +176,8 @@ ERROR_SCHEMA = pa.schema(
         pa.field("message", pa.string()),
     ]
 )
+
+
+def reject_schema(schema: RecordSchema) -> pa.Schema:
+    """The Arrow schema of `rejects/`: the record's columns plus REJECT_COLUMNS."""
+    return schema.extended(REJECT_COLUMNS, "rejects").arrow

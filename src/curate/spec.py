@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curate.errors import SpecError
+from curate.problems import Problem, line_index, nearest_line
 from curate.resources import resource_dir
 
 DEMO_SCHEME = "demo:"
@@ -101,7 +102,7 @@ class EnrichSpec(_Model):
         True, description="keyword modality tagging from curation_rules/modality.v1.yaml"
     )
     link: dict[str, Any] | None = Field(
-        default=None, description="UMLS linking settings (curate.link)"
+        default=None, description="UMLS linking settings (curate.enrich.link)"
     )
 
 
@@ -142,11 +143,11 @@ class Spec(_Model):
 
 # Optional sections are typed by the owning package's config model ("module:Class").
 SECTION_MODELS: dict[tuple[str, ...], str] = {
-    ("enrich", "link"): "curate.link.config:LinkConfig",
+    ("enrich", "link"): "curate.enrich.link.config:LinkConfig",
     ("dedup", "near"): "curate.dedup.config:NearDedupConfig",
     ("dedup", "semantic"): "curate.dedup.config:SemanticDedupConfig",
-    ("dedup", "quality"): "curate.dedup.config:QualityConfig",
-    ("dedup", "decontam"): "curate.dedup.config:DecontamConfig",
+    ("dedup", "quality"): "curate.rules.similarity:QualityConfig",
+    ("dedup", "decontam"): "curate.decontaminate.config:DecontamConfig",
     ("embed",): "curate.embed.config:EmbedConfig",
     ("instruct",): "curate.instruct.config:InstructConfig",
 }
@@ -171,47 +172,6 @@ def section(spec: Spec, path: tuple[str, ...]) -> BaseModel | None:
         if node is None:
             return None
     return section_model(path).model_validate(node)
-
-
-@dataclass
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map every key path in a YAML document to its 1-based line (from the composed node tree)."""
-    index: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return index
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key_path = (*path, key_node.value)
-                walk(value_node, key_path)
-                index[key_path] = key_node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return index
-
-
-def _nearest_line(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    loc = tuple(loc)
-    while loc and loc not in index:
-        loc = loc[:-1]
-    return index.get(loc, 1)
 
 
 def resolve_spec_path(name_or_path: str) -> Path:
@@ -288,7 +248,7 @@ def validate_spec(
         return None, [Problem(where, (mark.line + 1) if mark else 1, f"YAML syntax: {exc}")]
     if not isinstance(data, dict):
         return None, [Problem(where, 1, "a spec must be a mapping")]
-    lines = _line_index(text)
+    lines = line_index(text)
     try:
         data = apply_overrides(data, list(sources), list(sets))
     except SpecError as exc:
@@ -300,7 +260,7 @@ def validate_spec(
         for err in exc.errors():
             loc = tuple(err["loc"])
             field = ".".join(str(p) for p in loc) or "(top)"
-            problems.append(Problem(where, _nearest_line(lines, loc), f"{field}: {err['msg']}"))
+            problems.append(Problem(where, nearest_line(lines, loc), f"{field}: {err['msg']}"))
         return None, problems
 
     from curate.schema import load_schema
@@ -309,7 +269,7 @@ def validate_spec(
     try:
         load_schema(spec.schema_)
     except SpecError as exc:
-        problems.append(Problem(where, _nearest_line(lines, ("schema",)), str(exc)))
+        problems.append(Problem(where, nearest_line(lines, ("schema",)), str(exc)))
     for i, source in enumerate(spec.sources):
         try:
             cls = get_source_class(source.kind)
@@ -318,19 +278,19 @@ def validate_spec(
                 problems.append(
                     Problem(
                         where,
-                        _nearest_line(lines, ("sources", i, "kind")),
+                        nearest_line(lines, ("sources", i, "kind")),
                         f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}",
                     )
                 )
         except SpecError as exc:
-            problems.append(Problem(where, _nearest_line(lines, ("sources", i, "kind")), str(exc)))
+            problems.append(Problem(where, nearest_line(lines, ("sources", i, "kind")), str(exc)))
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ("sources", i, "options", *err["loc"])
                 problems.append(
                     Problem(
                         where,
-                        _nearest_line(lines, loc),
+                        nearest_line(lines, loc),
                         f"sources.{i}.options.{'.'.join(map(str, err['loc']))}: {err['msg']}",
                     )
                 )
@@ -343,13 +303,13 @@ def validate_spec(
         try:
             section_model(path_key).model_validate(node)
         except SpecError as exc:
-            problems.append(Problem(where, _nearest_line(lines, path_key), str(exc)))
+            problems.append(Problem(where, nearest_line(lines, path_key), str(exc)))
         except ValidationError as exc:
             for err in exc.errors():
                 loc = (*path_key, *err["loc"])
                 problems.append(
                     Problem(
-                        where, _nearest_line(lines, loc), f"{'.'.join(map(str, loc))}: {err['msg']}"
+                        where, nearest_line(lines, loc), f"{'.'.join(map(str, loc))}: {err['msg']}"
                     )
                 )
     from curate.rules.files import resolve_rule_file, validate_rule_file
@@ -358,7 +318,7 @@ def validate_spec(
         try:
             rule_path = resolve_rule_file(ref)
         except SpecError as exc:
-            problems.append(Problem(where, _nearest_line(lines, ("rules", i)), str(exc)))
+            problems.append(Problem(where, nearest_line(lines, ("rules", i)), str(exc)))
             continue
         problems.extend(validate_rule_file(rule_path))
     if problems:

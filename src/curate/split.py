@@ -54,13 +54,24 @@ def assign_split(group_key: str, seed: int, ratios: dict[str, float]) -> str:
 
 
 def resolve_split(
-    record: dict[str, Any], group_field: str, seed: int, ratios: dict[str, float]
+    record: dict[str, Any],
+    group_field: str | None,
+    seed: int,
+    ratios: dict[str, float],
+    *,
+    fallback_key: str | None = None,
 ) -> str:
-    """A preset `record['split']` wins; otherwise hash the record's group field."""
+    """A preset `record['split']` wins; otherwise hash the record's group field, or
+    `fallback_key` when the record has none (the engine passes the input unit, which holds one
+    article or one study, so a record without its group key still shares its unit's split)."""
     preset = record.get("split")
     if preset:
         return str(preset)
-    key = record.get(group_field)
+    key = record.get(group_field) if group_field else None
     if key is None or key == "":
-        raise SpecError(f"record {record.get('record_id')!r} has no {group_field!r} to split by")
+        if fallback_key is None:
+            raise SpecError(
+                f"record {record.get('record_id')!r} has no {group_field!r} to split by"
+            )
+        key = fallback_key
     return assign_split(str(key), seed, ratios)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,14 @@ class Rejected:
     reason: str
     stage: str = ""
     duplicate_of: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The full record plus reason, reject_stage and duplicate_of (a row of `rejects/`)."""
+        row = dict(self.record)
+        row["reason"] = self.reason
+        row["reject_stage"] = self.stage or "unknown"
+        row["duplicate_of"] = self.duplicate_of
+        return row
 
 
 @dataclass
@@ -227,14 +235,3 @@ def run_chain(
         current = following
     result.kept.extend(current)
     return result
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

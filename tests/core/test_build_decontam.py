@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from curate.cli import main
-from curate.sources.demo_corpus import generate_pmc_demo
+from curate.demo.pmc import generate_pmc_demo
 
 pytestmark = pytest.mark.slow
 

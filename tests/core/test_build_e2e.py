@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.build import CRASH_AFTER_TASKS_ENV
+from curate.build.phase1 import CRASH_AFTER_TASKS_ENV
 from curate.cli import main
 from curate.shards.loader import load_shards
 
@@ -47,7 +47,7 @@ def build(out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from curate.sources.demo_corpus import generate_pmc_demo
+    from curate.demo.pmc import generate_pmc_demo
 
     root = tmp_path_factory.mktemp("corpus") / "pmc"
     CORPUS["facts"] = generate_pmc_demo(str(root))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from curate.cli import main
+from curate.demo.materialise import planted
 from curate.shards.loader import load_shards
-from curate.sources.demo import planted
 
 pytestmark = pytest.mark.slow
 

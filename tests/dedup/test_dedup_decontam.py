@@ -1,6 +1,6 @@
 """Decontamination: fake benchmark sets in each released file format, the index, and matches.
 
-Formats follow the public releases (see curate.dedup.decontam): VQA-RAD's JSON list with
+Formats follow the public releases (see curate.decontaminate.benchmarks): VQA-RAD's JSON list with
 `image_name`; SLAKE's train/validate/test.json with `img_name` under imgs/; PathVQA's
 qas/<split>/<split>_qa.pkl with images/<split>/<image>.jpg; PMC-VQA's CSV with `Figure_path`.
 """
@@ -19,10 +19,10 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from curate.dedup.beam import Decontaminate
-from curate.dedup.cli import register
-from curate.dedup.config import DecontamConfig
-from curate.dedup.decontam import BenchmarkIndex, build_benchmark, find_leaks, first_leak
+from curate.decontaminate.beam import Decontaminate
+from curate.decontaminate.benchmarks import BenchmarkIndex, build_benchmark, find_leaks, first_leak
+from curate.decontaminate.cli import register
+from curate.decontaminate.config import DecontamConfig
 from curate.errors import MalformedMetadata, MissingFile
 
 QUESTION = "what abnormality is seen in the right lower lobe of the lung on this chest radiograph"
@@ -248,7 +248,7 @@ def test_cli_benchmark_add(tmp_path, capsys):
 
 
 def test_decontam_stage_in_run_chain(index_dir):
-    from curate.dedup.decontam import DecontamStage
+    from curate.decontaminate.benchmarks import DecontamStage
     from curate.stages import run_chain
 
     stage = DecontamStage(DecontamConfig(enabled=True, index=str(index_dir)))

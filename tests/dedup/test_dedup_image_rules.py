@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.dedup.config import QualityConfig
-from curate.dedup.quality import clip_scores, low_similarity, quality_rule_chain, score_cutoff
 from curate.errors import UnreadableImage
-from curate.rules.registry import get_rule
+from curate.rules.chain import get_rule
+from curate.rules.similarity import (
+    QualityConfig,
+    clip_scores,
+    low_similarity,
+    quality_rule_chain,
+    score_cutoff,
+)
 from curate.stages import Rejected, run_chain
 
 
@@ -73,7 +78,7 @@ def test_quality_scores_beam_top_fraction():
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from curate.dedup.beam import QualityScores
+    from curate.rules.beam import QualityScores
 
     image = [("a", np.array([1.0, 0.0])), ("b", np.array([0.0, 1.0])), ("c", np.array([0.6, 0.8]))]
     text = [("a", np.array([1.0, 0.0])), ("b", np.array([1.0, 0.0])), ("c", np.array([1.0, 0.0]))]
@@ -87,9 +92,9 @@ def test_quality_scores_beam_top_fraction():
 
 
 def test_scores_from_sidecars_need_one_model(tmp_path):
-    from curate.dedup.quality import clip_scores_from_sidecars
     from curate.embed.beam import write_sidecar
     from curate.errors import SpecError
+    from curate.rules.similarity import clip_scores_from_sidecars
 
     image = str(tmp_path / "embeddings_image.parquet")
     text = str(tmp_path / "embeddings_text.parquet")

@@ -11,12 +11,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from curate.dedup.beam import NearDuplicates
-from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, load_rule_file
+from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
 from curate.dedup.groups import Duplicate, Edge, resolve
 from curate.dedup.imagehash import dhash, hamming, hash_blocks, phash
 from curate.dedup.near import find_near_duplicates
 from curate.dedup.semantic import find_semantic_duplicates
 from curate.errors import EmptyInput, SpecError, UnreadableImage
+from curate.rules.backed import load_rule_file
 
 
 def _jpeg(seed: int, size=(240, 200), quality: int = 92) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.near import find_near_duplicates
-from curate.dedup.synthetic import generate, score
+from curate.demo.near_duplicates import generate, score
 
 
 def test_reencoded_and_resized_copies_meet_target():

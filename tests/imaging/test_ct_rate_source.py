@@ -8,12 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.demo.volumes import generate_volume_demo
 from curate.errors import CurateError, MalformedMetadata
 from curate.parse.deid import find_leaks
 from curate.parse.volume import array_from_record
 from curate.schema import load_schema
 from curate.sources.base import get_source_class
-from curate.sources.demo_volumes import generate_volume_demo
 from curate.stages import Failed, Rejected
 
 SMALL = {"target_spacing": [1.6, 1.6, 4.0], "target_shape": [40, 40, 16]}

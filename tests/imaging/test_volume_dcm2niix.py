@@ -15,8 +15,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from curate.demo.volumes import ct_phantom, write_ct_series, write_ct_slice
 from curate.parse.volume import volume_from_series
-from curate.sources.demo_volumes import ct_phantom, write_ct_series, write_ct_slice
 
 DCM2NIIX = shutil.which("dcm2niix")
 pytestmark = pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix is not installed")

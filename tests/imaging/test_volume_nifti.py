@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from curate.demo.volumes import PHANTOM_SEEDS, ct_phantom, generate_volume_demo
 from curate.errors import CorruptVolume, EmptyInput, InputError, InvalidGeometry, TruncatedArchive
 from curate.parse.volume import (
     Volume,
@@ -26,7 +27,6 @@ from curate.parse.volume import (
     volume_columns,
     zoom_grid,
 )
-from curate.sources.demo_volumes import PHANTOM_SEEDS, ct_phantom, generate_volume_demo
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+from curate.demo.volumes import ct_phantom, write_ct_series
 from curate.errors import InvalidGeometry
 from curate.parse.volume import (
     dicom_affine,
@@ -18,7 +19,6 @@ from curate.parse.volume import (
     slice_header,
     volume_from_series,
 )
-from curate.sources.demo_volumes import ct_phantom, write_ct_series
 
 SPACING = (0.9, 0.8, 2.5)
 ORIGIN = (-21.6, -16.0, -100.0)

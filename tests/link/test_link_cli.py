@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from curate.link.cli import register
+from curate.enrich.link.cli import register
 
 
 def run(argv: list[str]) -> int:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from scispacy.linking_utils import KnowledgeBase
 
-from curate.errors import KBIndexMismatch, MalformedKB
-from curate.link.index import LoadedKB, build_kb_folder, read_manifest
-from curate.link.kb import (
+from curate.enrich.link.index import LoadedKB, build_kb_folder, read_manifest
+from curate.enrich.link.kb import (
     ConceptSet,
     build_from_hpo,
     build_from_lexicon,
@@ -20,8 +19,9 @@ from curate.link.kb import (
     read_kb_jsonl,
     write_kb_jsonl,
 )
-from curate.link.linker import LinkerSettings
-from curate.link.store import build_kb
+from curate.enrich.link.linker import LinkerSettings
+from curate.enrich.link.store import build_kb
+from curate.errors import KBIndexMismatch, MalformedKB
 
 PARAMS = LinkerSettings.load().index_params()
 

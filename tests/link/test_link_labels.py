@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from curate.link.assertion import AssertionDetector
-from curate.link.config import LinkConfig
-from curate.link.labels import LabelSet, ReportLabeler
-from curate.link.stage import LinkStage
+from curate.enrich.link.assertion import AssertionDetector
+from curate.enrich.link.config import LinkConfig
+from curate.enrich.link.labels import LabelSet, ReportLabeler
+from curate.enrich.link.stage import LinkStage
 
 DEV_LABELS = Path(__file__).parent / "data" / "iu_dev_labels.csv"
 HOLDOUT_LABELS = Path(__file__).parent / "data" / "iu_holdout_labels.csv"

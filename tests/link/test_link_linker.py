@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from curate.link.abbreviations import find_abbreviations
-from curate.link.index import LoadedKB
-from curate.link.linker import Linker, LinkerSettings
-from curate.link.text import normalise_token, sentence_spans, tokenize
+from curate.enrich.link.abbreviations import find_abbreviations
+from curate.enrich.link.index import LoadedKB
+from curate.enrich.link.linker import Linker, LinkerSettings
+from curate.enrich.link.text import normalise_token, sentence_spans, tokenize
 from curate.schema import load_schema
 
 

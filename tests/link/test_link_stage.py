@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.link.config import LinkConfig
-from curate.link.stage import LinkStage
+from curate.enrich.link.config import LinkConfig
+from curate.enrich.link.stage import LinkStage
 from curate.stages import run_chain
 
 
@@ -132,7 +132,7 @@ def test_config_rejects_unknown_keys_and_label_sets():
 
 def test_report_sections_as_name_text_structs() -> None:
     # report_image.v1 keeps every section as {name, text}; each is linked under its own label.
-    from curate.link.stage import iter_field_texts
+    from curate.enrich.link.stage import iter_field_texts
 
     record = {
         "sections": [

@@ -8,10 +8,10 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
+from curate.demo.radiology import generate_radiology_demo
 from curate.errors import MalformedMetadata
 from curate.schema import REJECT_COLUMNS, load_schema
 from curate.sources.base import get_source_class
-from curate.sources.demo_radiology import generate_radiology_demo
 from curate.sources.iu_xray import IuXraySource
 from curate.stages import Failed, Rejected
 

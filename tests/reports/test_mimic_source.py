@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from curate.demo.radiology import generate_radiology_demo
 from curate.schema import REJECT_COLUMNS, load_schema
 from curate.sources.base import Unit, available_sources, get_source_class
-from curate.sources.demo_radiology import generate_radiology_demo
 from curate.sources.mimic_cxr import MimicCxrSource
 from curate.stages import Failed, Rejected
 

@@ -7,6 +7,7 @@ import csv
 
 import pytest
 
+from curate.demo.radiology import mimic_layout
 from curate.errors import EmptyInput, NotUTF8, SpecError
 from curate.parse.phi import load_redactor
 from curate.parse.reports import (
@@ -17,7 +18,6 @@ from curate.parse.reports import (
     parse_report_bytes,
     sections_from_fields,
 )
-from curate.sources.demo_radiology import mimic_layout
 
 
 def names_texts(parsed):

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from curate.demo.pmc import generate_pmc_demo
 from curate.errors import CurateError, MissingFile
 from curate.schema import load_schema
 from curate.sources.base import get_source_class
-from curate.sources.demo_corpus import generate_pmc_demo
 from curate.sources.pmc import PMCSource, read_file_list
 from curate.stages import Failed, Rejected
 
@@ -266,10 +266,13 @@ def test_cli_demo_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     import argparse
     import json
 
+    from curate.demo import cli as demo_cli
     from curate.sources import pmc_cli
 
     parser = argparse.ArgumentParser()
-    pmc_cli.register(parser.add_subparsers())
+    commands = parser.add_subparsers()
+    demo_cli.register(commands)
+    pmc_cli.register(commands)
     args = parser.parse_args(["pmc-demo", "--out", str(tmp_path), "--seed", "0"])
     assert args.func(args) == 0
     planted = json.loads(capsys.readouterr().out)

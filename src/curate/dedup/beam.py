@@ -7,8 +7,9 @@ benchmark leaks and None for quality drops.
     decisions = records | NearDuplicates(near_config)                      # image + caption
     vectors   = records | EmbedRecords(embed_config, "text", out_dir=OUT)  # curate.embed.beam
     decisions = records | NearDuplicates(near_config, vectors=vectors, semantic=semantic_config)
-    leaks     = records | Decontaminate(decontam_config)                    # benchmark_leak:<name>
-    low       = QualityScores(quality_config).of(image_vectors, text_vectors)
+
+Benchmark leaks (`curate.decontaminate.beam`) and low image-text similarity
+(`curate.rules.beam`) are decided the same way.
 
 All grouping work happens on compact attributes (hashes, signatures, vectors); image bytes
 are read once to hash them and never shuffled.
@@ -22,8 +23,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from curate.dedup.config import DecontamConfig, NearDedupConfig, QualityConfig, SemanticDedupConfig
-from curate.dedup.decontam import BenchmarkIndex, first_leak
+from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
 from curate.dedup.groups import Edge, resolve
 from curate.dedup.minhash import MinHasher, lsh_band_keys
 from curate.dedup.near import (
@@ -35,7 +35,6 @@ from curate.dedup.near import (
     text_edges_in_bucket,
     text_hasher,
 )
-from curate.dedup.quality import LOW_SIMILARITY_REASON, score_cutoff
 from curate.dedup.semantic import assign_clusters, cluster_edges, fit_centroids
 
 Decision = tuple[str, str, Any]
@@ -185,99 +184,4 @@ class NearDuplicates(beam.PTransform):
             | "FlattenEdges" >> beam.Flatten()
             | "AllEdges" >> beam.combiners.ToList()
             | "ResolveGroups" >> beam.FlatMap(_resolve_all)
-        )
-
-
-class _MatchBenchmarks(beam.DoFn):
-    MATCHES = "matches"
-
-    def __init__(self, config: DecontamConfig) -> None:
-        self.config = config
-        self.index: BenchmarkIndex | None = None
-
-    def setup(self) -> None:
-        self.index = BenchmarkIndex.load(str(self.config.index), self.config)
-
-    def process(self, record: dict) -> Iterator[Any]:
-        if self.index is None:
-            self.setup()
-        assert self.index is not None
-        leaks = self.index.match(record)
-        for leak in leaks:
-            yield beam.pvalue.TaggedOutput(self.MATCHES, leak.as_row())
-        chosen = first_leak(leaks)
-        if chosen is not None:
-            yield (chosen.record_id, chosen.reason, f"{chosen.benchmark}:{chosen.item_id}")
-
-
-class Decontaminate(beam.PTransform):
-    """records -> decisions `(record_id, "benchmark_leak:<name>", "<name>:<item_id>")`.
-
-    With `with_matches=True` returns `{"decisions": ..., "matches": ...}`, where matches are
-    dict rows (record_id, benchmark, item_id, kind, detail, reason) for the manifest.
-    """
-
-    def __init__(self, config: DecontamConfig, with_matches: bool = False) -> None:
-        super().__init__()
-        self.config = config
-        self.with_matches = with_matches
-
-    def expand(self, records: beam.PCollection) -> Any:
-        out = records | "MatchBenchmarks" >> beam.ParDo(_MatchBenchmarks(self.config)).with_outputs(
-            _MatchBenchmarks.MATCHES, main="decisions"
-        )
-        if self.with_matches:
-            return {"decisions": out.decisions, "matches": out[_MatchBenchmarks.MATCHES]}
-        return out.decisions
-
-
-class QualityScores(beam.PTransform):
-    """{"image": (record_id, vec), "text": (record_id, vec)} -> decisions for low similarity.
-
-    Apply to a dict of the two embedding PCollections (same model, both towers):
-    `{"image": img, "text": txt} | QualityScores(config)`.
-    """
-
-    def __init__(self, config: QualityConfig) -> None:
-        super().__init__()
-        self.config = config
-
-    def expand(self, towers: dict) -> beam.PCollection:
-        config = self.config
-        scores = (
-            towers
-            | "JoinTowers" >> beam.CoGroupByKey()
-            | "Score"
-            >> beam.FlatMap(
-                lambda kv: (
-                    []
-                    if not (kv[1]["image"] and kv[1]["text"])
-                    else [
-                        (
-                            kv[0],
-                            float(
-                                np.dot(kv[1]["image"][0], kv[1]["text"][0])
-                                / max(
-                                    1e-12,
-                                    float(
-                                        np.linalg.norm(kv[1]["image"][0])
-                                        * np.linalg.norm(kv[1]["text"][0])
-                                    ),
-                                )
-                            ),
-                        )
-                    ]
-                )
-            )
-        )
-        cutoff = (
-            scores
-            | "AllScores" >> beam.combiners.ToDict()
-            | "Cutoff" >> beam.Map(lambda d: score_cutoff(d, config))
-        )
-        return scores | "BelowCutoff" >> beam.FlatMap(
-            lambda item, c: (
-                [(item[0], LOW_SIMILARITY_REASON, None)] if c is not None and item[1] < c else []
-            ),
-            c=beam.pvalue.AsSingleton(cutoff),
         )

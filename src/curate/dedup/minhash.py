@@ -298,10 +298,6 @@ def _u64_inverse(value: int) -> int:
     return pow(value, -1, 1 << 64)
 
 
-def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
-    return float(np.count_nonzero(sig_a == sig_b)) / sig_a.shape[-1]
-
-
 def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n_docs, bands) uint64 bucket keys: documents sharing a key in any band are candidates.
 

@@ -16,7 +16,6 @@ from curate.dedup.config import NearDedupConfig, TextNearConfig
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
 from curate.dedup.imagehash import (
     hamming_matrix,
-    hash_blocks,
     image_hashes,
     open_image,
 )
@@ -111,11 +110,6 @@ def image_probe_keys(value: int, max_hamming: int) -> list[tuple[int, int]]:
         keys.append((index, block))
         keys.extend((index, block ^ (1 << bit)) for bit in range(hi - lo))
     return keys
-
-
-def image_block_keys(value: int, max_hamming: int) -> list[tuple[int, int]]:
-    """The former exact-block keys (max_hamming + 1 blocks); kept for callers that still use them."""
-    return hash_blocks(value, max_hamming + 1)
 
 
 # Popcount by 16-bit table (numpy 1.26 has no bitwise_count): 4 lookups per 64-bit word.

@@ -1,4 +1,4 @@
-"""Concept extractors for the grounding check, backed by `curate.link`.
+"""Concept extractors for the grounding check, backed by `curate.enrich.link`.
 
 Select one in the spec with `verify.concept_extractor: "curate.instruct.grounding:link_concepts"`.
 The linker maps synonyms to one concept, so "enlarged heart" in an answer is grounded by
@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 
 def link_concepts() -> Callable[[str], set[str]]:
-    """Canonical names of the concepts `curate.link`'s default linker (offline KB) finds."""
-    from curate.link.config import LinkConfig
-    from curate.link.stage import LinkStage
+    """Canonical names of the concepts `curate.enrich.link`'s default linker (offline KB) finds."""
+    from curate.enrich.link.config import LinkConfig
+    from curate.enrich.link.stage import LinkStage
 
     stage = LinkStage(LinkConfig(enabled=True))
     stage.setup()

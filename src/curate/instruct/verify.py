@@ -7,7 +7,7 @@ Every drop carries a reason (`unparseable_conversation`, `malformed_turns`, `ref
 Grounding asks a pluggable `concept_extractor(text) -> set[str]` which concepts the answers
 name and which the source text names; answers naming a concept the source does not are
 ungrounded. The default extractor matches the record's own linked entities plus a small finding
-lexicon; `curate.link` can be plugged in through the config (`module:factory`).
+lexicon; `curate.enrich.link` can be plugged in through the config (`module:factory`).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ class LexiconConceptExtractor:
 
 
 def load_concept_extractor(spec: str, rules: VerifyRules) -> ConceptExtractor:
-    """'lexicon' → the default; 'package.module:factory' → factory() (e.g. from curate.link)."""
+    """'lexicon' → the default; 'package.module:factory' → factory() (e.g. from curate.enrich.link)."""
     if spec == "lexicon":
         return LexiconConceptExtractor(rules.finding_lexicon)
     module_name, _, attr = spec.partition(":")

@@ -32,8 +32,6 @@ import yaml
 from curate.errors import EmptyInput, NotUTF8, SpecError
 from curate.resources import resource_path
 
-PLACEHOLDER = "___"
-
 # Sections that get a convenience column of their own in report_image.v1.
 CONVENIENCE_SECTIONS = (
     "examination",
@@ -67,9 +65,6 @@ class Section:
     text: str  # unwrapped paragraphs, "\n\n" between paragraphs
     header: str | None = None  # the header exactly as written, None for preamble/text
 
-    def as_struct(self) -> dict[str, str]:
-        return {"name": self.name, "text": self.text}
-
 
 @dataclass
 class ParsedReport:
@@ -77,9 +72,6 @@ class ParsedReport:
     has_sections: bool
     report_text: str  # the full report: line ends normalised, trailing spaces removed
     notes: list[str] = field(default_factory=list)  # quirks seen: addendum, unknown_header:<x>, ...
-
-    def section_structs(self) -> list[dict[str, str]]:
-        return [s.as_struct() for s in self.sections]
 
     def convenience_columns(self) -> dict[str, str | None]:
         """One column per common section: texts of repeated sections joined by a blank line."""
@@ -352,8 +344,3 @@ def sections_from_fields(
         raise EmptyInput("report has no text in any column")
     report_text = "\n\n".join(f"{s.name.upper()}: {s.text}" for s in sections)
     return ParsedReport(sections=sections, has_sections=True, report_text=report_text)
-
-
-def replace_placeholder(text: str, pattern: re.Pattern[str]) -> tuple[str, int]:
-    """Normalise a source's de-identification placeholder to `___`; returns (text, count)."""
-    return pattern.subn(PLACEHOLDER, text)

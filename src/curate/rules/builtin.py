@@ -124,18 +124,3 @@ def _non_empty(value: Any) -> bool:
     if isinstance(value, list | tuple | bytes):
         return len(value) > 0
     return True
-
-
-def _import_plugin_rules() -> None:
-    # Rules that live beside their mechanism (image quality heuristics in curate.dedup).
-    import importlib
-
-    for module in ("curate.dedup.quality",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-_import_plugin_rules()

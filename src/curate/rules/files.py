@@ -11,7 +11,9 @@ import jsonschema
 import yaml
 
 from curate.errors import SpecError
+from curate.problems import Problem, line_index, nearest_line
 from curate.resources import resource_dir
+from curate.rules.chain import RuleChain, instantiate
 
 
 @cache
@@ -33,25 +35,22 @@ def resolve_rule_file(ref: str) -> Path:
     raise SpecError(f"no rule file {ref!r} in curation_rules/ (available: {', '.join(available)})")
 
 
-def validate_rule_file(path: Path):  # -> list[Problem]
-    from curate.rules.registry import instantiate
-    from curate.spec import Problem, _line_index, _nearest_line
-
+def validate_rule_file(path: Path) -> list[Problem]:
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return [Problem(str(path), (mark.line + 1) if mark else 1, f"YAML syntax: {exc}")]
-    lines = _line_index(text)
-    problems = []
+    lines = line_index(text)
+    problems: list[Problem] = []
     validator = jsonschema.Draft202012Validator(_rule_file_schema())
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         loc = tuple(error.absolute_path)
         problems.append(
             Problem(
                 str(path),
-                _nearest_line(lines, loc),
+                nearest_line(lines, loc),
                 f"{'.'.join(map(str, loc)) or '(top)'}: {error.message}",
             )
         )
@@ -61,15 +60,11 @@ def validate_rule_file(path: Path):  # -> list[Problem]
         try:
             instantiate(entry["rule"], dict(entry.get("params") or {}))
         except SpecError as exc:
-            problems.append(
-                Problem(str(path), _nearest_line(lines, ("rules", i, "rule")), str(exc))
-            )
+            problems.append(Problem(str(path), nearest_line(lines, ("rules", i, "rule")), str(exc)))
     return problems
 
 
-def load_rule_chain(ref: str, name: str = "rules"):
-    from curate.rules.registry import RuleChain
-
+def load_rule_chain(ref: str, name: str = "rules") -> RuleChain:
     path = resolve_rule_file(ref)
     problems = validate_rule_file(path)
     if problems:

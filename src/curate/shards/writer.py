@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import fs
+from curate.shards import layout
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -65,3 +66,15 @@ def count_rows(path: str) -> int:
     if fs.is_local(path):
         return pq.ParquetFile(path).metadata.num_rows
     return pq.ParquetFile(io.BytesIO(fs.read_bytes(path))).metadata.num_rows
+
+
+def relative_path(out_dir: str, path: str) -> str:
+    """`path` relative to the build folder, with forward slashes."""
+    relative = path[len(out_dir) :].lstrip("/\\") if path.startswith(out_dir) else path
+    return relative.replace("\\", "/")
+
+
+def digest_path(out_dir: str, path: str) -> str:
+    """Where the writer leaves the size and sha256 of an output file for the manifest."""
+    name = relative_path(out_dir, path).replace("/", "__") + ".json"
+    return fs.join(out_dir, layout.DIGESTS, name)

@@ -1,21 +1,11 @@
-"""CLI for the PMC source: `curate pmc-demo` writes the demo corpus, `curate pmc-inspect`
-parses JATS files (or a whole PMC input folder) and prints one JSON line per figure record."""
+"""CLI for the PMC source: `curate pmc-inspect` parses JATS files (or a whole PMC input folder)
+and prints one JSON line per figure record."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from curate.sources.demo_corpus import generate_pmc_demo
-
-    planted = generate_pmc_demo(args.out, seed=args.seed)
-    json.dump(planted, sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
-    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -56,12 +46,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    demo = subparsers.add_parser(
-        "pmc-demo", help="write the deterministic PMC demo corpus (3 layouts)"
-    )
-    demo.add_argument("--out", required=True, help="output folder")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
     inspect = subparsers.add_parser(
         "pmc-inspect", help="print figure records of a PMC input as JSON lines"
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from curate.link.labels import LABEL_SET_FILES
+from curate.enrich.link.labels import LABEL_SET_FILES
 
 DEFAULT_FIELDS = [
     "caption",

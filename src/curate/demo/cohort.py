@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from curate.sources.demo_corpus import Article, Figure, Graphic, encode
+from curate.demo.pmc import Article, Figure, Graphic, encode
 
 SHAPES = ("round", "triangular", "square")
 BRIGHTNESS = ("bright", "dark")

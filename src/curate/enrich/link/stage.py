@@ -20,13 +20,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from curate.enrich.link.assertion import AssertionDetector, AssertionRules
+from curate.enrich.link.config import LinkConfig
+from curate.enrich.link.index import LoadedKB, read_manifest
+from curate.enrich.link.labels import LabelSet, ReportLabeler
+from curate.enrich.link.linker import Linker, LinkerSettings
+from curate.enrich.link.store import resolve_kb
 from curate.errors import InputError, NotUTF8
-from curate.link.assertion import AssertionDetector, AssertionRules
-from curate.link.config import LinkConfig
-from curate.link.index import LoadedKB, read_manifest
-from curate.link.labels import LabelSet, ReportLabeler
-from curate.link.linker import Linker, LinkerSettings
-from curate.link.store import resolve_kb
 from curate.stages import Record, Rejected, Stage
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.enrich.link.kb import Concept, ConceptSet, file_sha256, read_kb_jsonl, write_kb_jsonl
 from curate.errors import KBIndexMismatch, MalformedKB
-from curate.link.kb import Concept, ConceptSet, file_sha256, read_kb_jsonl, write_kb_jsonl
 
 FORMAT = "curate-kb/1"
 KB_FILE = "kb.jsonl"

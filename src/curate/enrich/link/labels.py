@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+from curate.enrich.link.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionDetector
+from curate.enrich.link.text import Token, normalise_phrase, tokenize
 from curate.errors import SpecError
-from curate.link.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionDetector
-from curate.link.text import Token, normalise_phrase, tokenize
 from curate.resources import resource_path
 
 POSITIVE, NEGATIVE, UNCERTAIN_LABEL, NOT_MENTIONED = (

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
+from curate.enrich.link.text import sentence_spans
 from curate.errors import SpecError
-from curate.link.text import sentence_spans
 from curate.resources import resource_path
 
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"

@@ -37,7 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.dedup.config import DecontamConfig
+from curate.decontaminate.config import DecontamConfig
 from curate.dedup.imagehash import hash_blocks, image_hash
 from curate.dedup.minhash import word_tokens
 from curate.errors import InputError, MalformedMetadata, MissingFile, SpecError

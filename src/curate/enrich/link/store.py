@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from curate.link.index import FORMAT, MANIFEST_FILE, build_kb_folder, read_manifest
-from curate.link.kb import (
+from curate.enrich.link.index import FORMAT, MANIFEST_FILE, build_kb_folder, read_manifest
+from curate.enrich.link.kb import (
     BUILDER_VERSION,
     DEFAULT_LEXICON,
     ConceptSet,
@@ -26,7 +26,7 @@ from curate.link.kb import (
     file_sha256,
     hpo_obo_path,
 )
-from curate.link.linker import LinkerSettings
+from curate.enrich.link.linker import LinkerSettings
 from curate.resources import resource_path
 
 

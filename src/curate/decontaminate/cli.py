@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from curate.dedup.config import DecontamConfig
-from curate.dedup.decontam import LOADERS, build_benchmark
+from curate.decontaminate.benchmarks import LOADERS, build_benchmark
+from curate.decontaminate.config import DecontamConfig
 from curate.errors import CurateError
 
 

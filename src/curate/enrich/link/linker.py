@@ -23,12 +23,12 @@ from typing import Any
 
 import yaml
 
+from curate.enrich.link.abbreviations import find_abbreviations
+from curate.enrich.link.assertion import AssertionDetector, AssertionRules
+from curate.enrich.link.index import LoadedKB
+from curate.enrich.link.kb import Concept
+from curate.enrich.link.text import Token, normalise_phrase, tokenize
 from curate.errors import SpecError
-from curate.link.abbreviations import find_abbreviations
-from curate.link.assertion import AssertionDetector, AssertionRules
-from curate.link.index import LoadedKB
-from curate.link.kb import Concept
-from curate.link.text import Token, normalise_phrase, tokenize
 from curate.resources import resource_path
 
 DEFAULT_LINKER_RULES = "linking/linker.v1.yaml"
@@ -106,7 +106,7 @@ class LinkerSettings:
         )
 
     def index_params(self):
-        from curate.link.index import IndexParams
+        from curate.enrich.link.index import IndexParams
 
         return IndexParams(
             m=self.index_m,

@@ -72,8 +72,8 @@ def register(subparsers) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from curate.link.linker import LinkerSettings
-    from curate.link.store import build_kb, ensure_default_kb
+    from curate.enrich.link.linker import LinkerSettings
+    from curate.enrich.link.store import build_kb, ensure_default_kb
 
     try:
         settings = LinkerSettings.load(args.linker_rules)
@@ -118,7 +118,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from curate.link.index import LoadedKB
+    from curate.enrich.link.index import LoadedKB
 
     try:
         kb = LoadedKB.load(args.path)

@@ -11,10 +11,10 @@ import os
 from curate.errors import SpecError
 
 GENERATORS = {
-    "pmc": "curate.sources.demo_corpus:generate_pmc_demo",
-    "pmc_cohort": "curate.sources.demo_cohort:generate_pmc_cohort",
-    "radiology": "curate.sources.demo_radiology:generate_radiology_demo",
-    "volumes": "curate.sources.demo_volumes:generate_volume_demo",
+    "pmc": "curate.demo.pmc:generate_pmc_demo",
+    "pmc_cohort": "curate.demo.cohort:generate_pmc_cohort",
+    "radiology": "curate.demo.radiology:generate_radiology_demo",
+    "volumes": "curate.demo.volumes:generate_volume_demo",
 }
 
 

@@ -1,4 +1,4 @@
-"""Quality: image heuristics as versioned rules, and a CLIP-score style image-text similarity.
+"""Image quality heuristics as versioned rules.
 
 The image rules are registered filters (`curate.rules.registry`), picked and parameterised in
 `curation_rules/dedup/quality.v1.yaml`:
@@ -15,18 +15,9 @@ bytes raise `UnreadableImage`, which the stage turns into an error with that rea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
-
-from curate.dedup.config import QualityConfig
 from curate.dedup.imagehash import DEFAULT_MAX_PIXELS, grayscale, open_image
-from curate.errors import SpecError
 from curate.rules.registry import Filter, register_rule
 from curate.stages import Record
-
-LOW_SIMILARITY_REASON = "low_image_text_similarity"
 
 
 def _size(record: Record, max_pixels: int) -> tuple[int, int] | None:
@@ -88,66 +79,3 @@ class ImageAspectRatio(Filter):
         if size is None:
             return True
         return max(size) / max(1, min(size)) <= self.max_aspect
-
-
-# ---- image-text similarity ------------------------------------------------------------------
-
-
-def clip_scores(
-    image_vectors: Mapping[str, np.ndarray],
-    text_vectors: Mapping[str, np.ndarray],
-) -> dict[str, float]:
-    """Cosine similarity of each record's image and text embedding (same model, both towers)."""
-    out: dict[str, float] = {}
-    for rid in sorted(set(image_vectors) & set(text_vectors)):
-        a = np.asarray(image_vectors[rid], dtype=np.float32)
-        b = np.asarray(text_vectors[rid], dtype=np.float32)
-        denom = float(np.linalg.norm(a) * np.linalg.norm(b)) or 1e-12
-        out[rid] = float(a @ b) / denom
-    return out
-
-
-def clip_scores_from_sidecars(image_path: str, text_path: str) -> dict[str, float]:
-    """Scores from the two embedding sidecars of one image-text model (re-tune without re-embedding)."""
-    from curate.embed.beam import read_sidecar
-
-    image_ids, image_matrix, image_models = read_sidecar(image_path)
-    text_ids, text_matrix, text_models = read_sidecar(text_path)
-    if image_models != text_models:
-        raise SpecError(
-            f"image and text embeddings come from different models ({sorted(image_models)} vs "
-            f"{sorted(text_models)}): an image-text score needs one model's two towers"
-        )
-    return clip_scores(dict(zip(image_ids, image_matrix)), dict(zip(text_ids, text_matrix)))
-
-
-def score_cutoff(scores: Mapping[str, float], config: QualityConfig) -> float | None:
-    """The score below which records are dropped, or None when no similarity policy is set.
-
-    With `keep_top_fraction` f, the cutoff is the score of the ceil(f*n)-th best record, so
-    exactly that many records (plus exact ties) stay.
-    """
-    if config.min_clip_score is not None:
-        return float(config.min_clip_score)
-    if config.keep_top_fraction is None or not scores:
-        return None
-    ordered = sorted(scores.values(), reverse=True)
-    keep = max(1, int(np.ceil(config.keep_top_fraction * len(ordered))))
-    return ordered[keep - 1]
-
-
-def low_similarity(
-    scores: Mapping[str, float], config: QualityConfig
-) -> list[tuple[str, str, float]]:
-    """(record_id, reason, score) for records below the cutoff."""
-    cutoff = score_cutoff(scores, config)
-    if cutoff is None:
-        return []
-    return [(rid, LOW_SIMILARITY_REASON, s) for rid, s in sorted(scores.items()) if s < cutoff]
-
-
-def quality_rule_chain(config: QualityConfig) -> Any:
-    """The image heuristics of `config.image_rules` as a `RuleChain` stage."""
-    from curate.rules.registry import RuleChain
-
-    return RuleChain.from_config({"rules": config.image_rules}, name="quality")

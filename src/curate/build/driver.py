@@ -1,0 +1,140 @@
+"""The run: prepare the output folder, plan, phase 1, phase 2, manifest and data card.
+
+    prepare -> plan (discover units, cut tasks) -> phase 1 (per task, resumable)
+            -> phase 2 (global decisions, outputs) -> skipped list -> manifest -> data card
+
+The driver holds the plan and the counts; the per-record work runs in the Beam pipelines of
+`phase1` and `phase2`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from curate import fs
+from curate.build.manifest import BuildFacts, build_manifest
+from curate.build.phase1 import run_phase1
+from curate.build.phase2 import run_phase2
+from curate.build.plan import discover, source_paths, write_skipped
+from curate.errors import SpecError
+from curate.schema import load_schema
+from curate.shards import layout
+from curate.spec import LoadedSpec
+
+
+@dataclass
+class BuildResult:
+    manifest: dict[str, Any]
+    ok: bool
+    message: str = ""
+
+
+class Build:
+    def __init__(
+        self, loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False
+    ) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.out_dir = out_dir
+        self.runner = runner
+        self.fresh = fresh
+        self.schema = load_schema(self.spec.schema_)
+
+    def _work(self, *parts: str) -> str:
+        return fs.join(self.out_dir, layout.WORK, *parts)
+
+    def prepare(self) -> None:
+        if self.fresh and fs.is_local(self.out_dir) and os.path.isdir(self.out_dir):
+            shutil.rmtree(self.out_dir)
+        fs.makedirs(self.out_dir)
+        state_path = self._work("state.json")
+        self.linking = self._link_identity()
+        identity = {
+            "spec_sha256": self.loaded.sha256,
+            "schema": self.schema.describe(),
+            "spec_data_sha256": hashlib.sha256(
+                json.dumps(self.loaded.data, sort_keys=True, default=str).encode()
+            ).hexdigest(),
+        }
+        if self.linking:
+            # Resuming with another KB would mix entities from two KBs in one build.
+            identity["kb_sha256"] = self.linking["kb_sha256"]
+        if fs.exists(state_path):
+            previous = json.loads(fs.read_bytes(state_path))
+            if previous != identity:
+                raise SpecError(
+                    f"{self.out_dir} holds work of another spec or schema ({previous}); resume needs the "
+                    "same spec and overrides: use another --out or pass --fresh"
+                )
+        else:
+            fs.write_bytes_atomic(state_path, json.dumps(identity, sort_keys=True).encode())
+
+    def _link_identity(self) -> dict[str, Any] | None:
+        """The linking KB's id and hash for the manifest; builds the default KB once, in the
+        driver, so that workers find it ready."""
+        if self.spec.enrich.link is None:
+            return None
+        from curate.enrich.link.config import LinkConfig
+        from curate.enrich.link.stage import LinkStage
+
+        config = LinkConfig.model_validate(self.spec.enrich.link)
+        if not config.enabled:
+            return None
+        return LinkStage(config).kb_identity()
+
+    def run(self) -> BuildResult:
+        started = time.time()
+        self.prepare()
+        paths = source_paths(self.spec, self._work())
+        plan = discover(self.spec, paths)
+        resumed, ran = run_phase1(plan.tasks, self.loaded.data, self.out_dir, paths, self.runner)
+        metrics = run_phase2(self.spec, self.out_dir, plan.tasks, self.runner)
+        write_skipped(self.out_dir, plan.skipped, self.spec.output.compression)
+        manifest = build_manifest(
+            BuildFacts(
+                loaded=self.loaded,
+                out_dir=self.out_dir,
+                tasks=plan.tasks,
+                inputs=plan.inputs,
+                resumed=resumed,
+                ran=ran,
+                started=started,
+                runner=self.runner.describe(),
+                linking=self.linking,
+                phase2_metrics=metrics,
+            )
+        )
+        ok, message = verdict(manifest, self.spec.max_error_fraction)
+        manifest["status"] = "ok" if ok else "failed"
+        manifest["status_message"] = message
+        from curate.datacard.card import write_data_card
+
+        write_data_card(self.out_dir, manifest)
+        fs.write_bytes_atomic(
+            fs.join(self.out_dir, layout.MANIFEST),
+            json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(),
+        )
+        return BuildResult(manifest=manifest, ok=ok, message=message)
+
+
+def verdict(manifest: dict[str, Any], max_error_fraction: float) -> tuple[bool, str]:
+    """A build fails when an accounting identity breaks or too many inputs errored."""
+    broken = [i for i in manifest["identities"] if not i["holds"]]
+    if broken:
+        return False, "accounting identities do not hold: " + "; ".join(i["name"] for i in broken)
+    if manifest["error_fraction"] > max_error_fraction:
+        return False, (
+            f"error fraction {manifest['error_fraction']:.3f} exceeds max_error_fraction "
+            f"{max_error_fraction}"
+        )
+    return True, ""
+
+
+def build(loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False) -> BuildResult:
+    return Build(loaded, out_dir, runner, fresh=fresh).run()
