@@ -134,6 +134,7 @@ REAL_CASES = [
 ]
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize(("sentence", "expected"), REAL_CASES, ids=[c[0][:40] for c in REAL_CASES])
 def test_real_report_sentences(detector, report_text, sentence, expected):
     assert " ".join(sentence.split()) in " ".join(report_text.split())

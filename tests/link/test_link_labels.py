@@ -79,6 +79,7 @@ def test_labeler_works_on_aliases_without_any_entities():
     assert values["Effusion"] == "not_mentioned"  # pericardial effusion is excluded
 
 
+@pytest.mark.realdata
 def test_chexpert_labeler_fixture_is_reproduced(stage, realdata):
     path = realdata / "reports" / "chexpert_labeler" / "labeled_reports.csv"
     with path.open(newline="") as handle:
@@ -102,6 +103,7 @@ def test_dev_set_holds_labels_only():
     assert {v for r in rows for k, v in r.items() if k != "uid"} <= {"", "1", "0", "-1"}
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize(("gold_path", "positives"), [(DEV_LABELS, 54), (HOLDOUT_LABELS, 26)])
 def test_iu_positive_micro_f1_is_at_least_0_90(stage_cxr14, realdata, gold_path, positives):
     with (realdata / "reports" / "iu_xray" / "indiana_reports.csv").open(newline="") as handle:

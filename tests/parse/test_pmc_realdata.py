@@ -14,6 +14,8 @@ from lxml import etree
 from curate.parse.jats import figure_records, parse_jats_articles
 from curate.sources.pmc import PMCSource, read_file_list
 
+pytestmark = pytest.mark.realdata
+
 SAFE = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True)
 
 

@@ -89,6 +89,7 @@ def test_projection_without_report_is_loud(tmp_path):
         list(IuXraySource(str(tmp_path), {"projections_csv": None}).discover())
 
 
+@pytest.mark.realdata
 def test_real_iu_csv_every_report_accounted_for(realdata):
     root = realdata / "reports/iu_xray"
     with open(root / "indiana_reports.csv", newline="", encoding="utf-8") as f:

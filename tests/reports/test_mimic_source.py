@@ -356,6 +356,7 @@ def test_metadata_csv_problems_are_loud(tmp_path):
         list(MimicCxrSource(str(root), {"metadata_csv": "nope.csv"}).discover())
 
 
+@pytest.mark.realdata
 def test_label_values_of_the_real_chexpert_labeler_output(realdata):
     import csv
 

@@ -24,6 +24,7 @@ def names_texts(parsed):
     return [(s.name, s.text) for s in parsed.sections]
 
 
+@pytest.mark.realdata
 def test_real_mimic_website_example_exact_sections(realdata):
     data = (realdata / "reports/mimic_cxr/website_example_report.txt").read_bytes()
     parsed = parse_report_bytes(data)
@@ -71,6 +72,7 @@ def _iu_parse(row):
     return sections_from_fields(fields)
 
 
+@pytest.mark.realdata
 def test_real_iu_rows_exact_sections(realdata):
     rows = _iu_rows(realdata)
     assert names_texts(_iu_parse(rows["1"])) == [
@@ -122,6 +124,7 @@ def test_real_iu_rows_exact_sections(realdata):
     )
 
 
+@pytest.mark.realdata
 def test_real_chexpert_impressions_have_no_sections(realdata):
     with open(
         realdata / "reports/chexpert_labeler/sample_reports.csv", newline="", encoding="utf-8"

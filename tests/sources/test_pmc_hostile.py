@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from curate.errors import (
     EmptyInput,
@@ -20,8 +21,9 @@ from curate.errors import (
     PackageWithoutXML,
     TruncatedArchive,
 )
+from curate.parse import jats
 from curate.parse.images import probe_image
-from curate.parse.jats import parse_jats, parse_jats_articles
+from curate.parse.jats import _check_prolog, parse_jats, parse_jats_articles, parse_xml
 from curate.sources.pmc import PMCSource, read_package
 from curate.stages import Failed, Rejected
 
@@ -60,15 +62,19 @@ def test_parameter_entity_and_network_dtd_are_refused() -> None:
         parse_jats(data)
 
 
-def test_entity_expansion_bomb_is_refused() -> None:
+def laughs(levels: int) -> bytes:
+    """A billion-laughs document: each entity is ten of the one before (10**(levels-1) "lol")."""
     entities = b"".join(
-        b'<!ENTITY l%d "%s">' % (i, (b"&l%d;" % (i - 1)) * 10 if i else b"lol") for i in range(10)
+        b'<!ENTITY l%d "%s">' % (i, (b"&l%d;" % (i - 1)) * 10 if i else b"lol")
+        for i in range(levels)
     )
-    data = (
-        b'<?xml version="1.0"?><!DOCTYPE article [' + entities + b"]><article><p>&l9;</p></article>"
-    )
+    root = b"<article><p>&l%d;</p></article>" % (levels - 1)
+    return b'<?xml version="1.0"?><!DOCTYPE article [' + entities + b"]>" + root
+
+
+def test_entity_expansion_bomb_is_refused() -> None:
     with pytest.raises(HostileXML):
-        parse_jats(data)
+        parse_jats(laughs(10))
 
 
 def test_utf16_doctype_with_entities_is_refused() -> None:
@@ -84,6 +90,105 @@ def test_standard_jats_doctype_is_accepted() -> None:
         b'DTD v1.2 20190208//EN" "JATS-archivearticle1.dtd">\n<article ',
     )
     assert parse_jats(data).pmcid == "PMC42"
+
+
+# ---- each XML guard alone -------------------------------------------------------------------
+# parse_xml has two defences: a byte scan of the prolog before lxml (_check_prolog), and after
+# it the parser settings plus a check that the parsed DTD declares no entities (a libxml2
+# amplification error is named too). The tests above pass while either one works; these pin
+# each one alone, so breaking one fails here even though the other still holds.
+
+XML_DECL = b'<?xml version="1.0"?>'
+ENTITY_DOCUMENTS = {
+    "internal_entity": XML_DECL
+    + b'<!DOCTYPE article [<!ENTITY x "y">]><article><p>&x;</p></article>',
+    "external_entity": XML_DECL
+    + b'<!DOCTYPE article [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>'
+    + b"<article><p>&xxe;</p></article>",
+    "parameter_entity": XML_DECL
+    + b'<!DOCTYPE article [<!ENTITY % remote SYSTEM "http://127.0.0.1:9/evil.dtd"> %remote;]>'
+    + b"<article/>",
+    # Small enough that libxml2's own amplification limit does not stop it: only the guards do.
+    "small_laughs": laughs(4),
+    "utf16_internal_entity": '<?xml version="1.0" encoding="UTF-16"?>'
+    '<!DOCTYPE article [<!ENTITY x "y">]><article>&x;</article>'.encode("utf-16"),
+}
+PROLOG_REFUSAL = r"^DOCTYPE declares entities \(external entity or entity expansion\)$"
+DTD_REFUSAL = r"^DOCTYPE declares entities$"
+
+
+@pytest.mark.parametrize("name", [*ENTITY_DOCUMENTS, "laughs", "utf16_big_endian"])
+def test_prolog_scan_alone_refuses_entity_declarations(name: str) -> None:
+    if name == "laughs":
+        data = laughs(10)
+    elif name == "utf16_big_endian":
+        text = '<!DOCTYPE article [<!ENTITY x "y">]><article>&x;</article>'
+        data = b"\xfe\xff" + text.encode("utf-16-be")
+    else:
+        data = ENTITY_DOCUMENTS[name]
+    with pytest.raises(HostileXML, match=PROLOG_REFUSAL):
+        _check_prolog(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GOOD,
+        GOOD.replace(
+            b"<article ", b'<!DOCTYPE article SYSTEM "JATS-archivearticle1.dtd"><article '
+        ),
+        # "<!ENTITY" after the root start tag is text, not a declaration.
+        b'<!DOCTYPE article><article><p><![CDATA[<!ENTITY x "y">]]></p></article>',
+    ],
+    ids=["no_doctype", "system_doctype", "entity_text_in_body"],
+)
+def test_prolog_scan_alone_passes_prologs_without_declarations(data: bytes) -> None:
+    assert _check_prolog(data) is None
+
+
+def test_hostile_prolog_never_reaches_lxml(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_parser() -> None:
+        pytest.fail("a prolog declaring entities was handed to lxml")
+
+    monkeypatch.setattr(jats, "_parser", no_parser)
+    with pytest.raises(HostileXML, match=PROLOG_REFUSAL):
+        parse_xml(ENTITY_DOCUMENTS["internal_entity"])
+
+
+@pytest.fixture
+def without_prolog_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jats, "_check_prolog", lambda data: None)
+
+
+@pytest.mark.parametrize("name", list(ENTITY_DOCUMENTS))
+def test_dtd_check_alone_refuses_entity_declarations(without_prolog_scan, name: str) -> None:
+    with pytest.raises(HostileXML, match=DTD_REFUSAL):
+        parse_xml(ENTITY_DOCUMENTS[name])
+
+
+def test_amplification_error_alone_is_named_hostile(without_prolog_scan) -> None:
+    with pytest.raises(HostileXML, match="^Maximum entity amplification factor exceeded"):
+        parse_xml(laughs(10))
+
+
+def test_parser_alone_leaves_external_entities_unresolved(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    data = (
+        f'<!DOCTYPE article [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+        "<article><p>&xxe;</p></article>"
+    ).encode()
+    root = etree.fromstring(data, jats._parser())
+    assert etree.tostring(root) == b"<article><p>&xxe;</p></article>"
+
+
+def test_parser_alone_does_not_load_an_external_dtd(tmp_path: Path) -> None:
+    dtd = tmp_path / "evil.dtd"
+    dtd.write_text('<!ENTITY leak "LEAKED">')
+    data = f'<!DOCTYPE article SYSTEM "file://{dtd}"><article><p>&leak;</p></article>'.encode()
+    root = etree.fromstring(data, jats._parser())
+    assert root.getroottree().docinfo.externalDTD is None
+    assert etree.tostring(root) == b"<article><p>&leak;</p></article>"
 
 
 @pytest.mark.parametrize("data", [b"", b"   \n\t "])
