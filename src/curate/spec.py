@@ -2,15 +2,15 @@
 
 Mechanism here; policy (which rules, thresholds) lives in `curation_rules/` and is referenced
 by name. Sections owned by optional stages (linking, near dedup, instructions, ...) are typed
-by those stages' own pydantic models, looked up in `SECTION_MODELS` and validated here too,
-so `curate validate` catches every problem before Beam starts.
+by those stages' own pydantic models, referenced from `Spec`, so one `Spec.model_validate`
+checks everything and `curate validate` catches every problem before Beam starts. Those config
+modules must stay free of torch, Beam and spaCy at import: every worker imports this one.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,9 +18,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.decontaminate.config import DecontamConfig
+from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
+from curate.embed.config import EmbedConfig
+from curate.enrich.link.config import LinkConfig
 from curate.errors import SpecError
+from curate.instruct.config import InstructConfig
 from curate.problems import Problem, line_index, nearest_line
 from curate.resources import resource_dir
+from curate.rules.similarity import QualityConfig
 
 DEMO_SCHEME = "demo:"
 
@@ -55,16 +61,16 @@ class ExactDedupSpec(_Model):
 
 class DedupSpec(_Model):
     exact: ExactDedupSpec = Field(default_factory=ExactDedupSpec)
-    near: dict[str, Any] | None = Field(
+    near: NearDedupConfig | None = Field(
         default=None, description="near duplicates: perceptual hash, MinHash-LSH (curate.dedup)"
     )
-    semantic: dict[str, Any] | None = Field(
+    semantic: SemanticDedupConfig | None = Field(
         default=None, description="SemDeDup on embeddings (needs an `embed` section)"
     )
-    quality: dict[str, Any] | None = Field(
+    quality: QualityConfig | None = Field(
         default=None, description="image-text similarity threshold / keep-top-fraction"
     )
-    decontam: dict[str, Any] | None = Field(
+    decontam: DecontamConfig | None = Field(
         default=None, description="benchmark decontamination against `curate benchmark add` indexes"
     )
 
@@ -101,7 +107,7 @@ class EnrichSpec(_Model):
     modality: bool = Field(
         True, description="keyword modality tagging from curation_rules/modality.v1.yaml"
     )
-    link: dict[str, Any] | None = Field(
+    link: LinkConfig | None = Field(
         default=None, description="UMLS linking settings (curate.enrich.link)"
     )
 
@@ -120,11 +126,11 @@ class Spec(_Model):
     )
     enrich: EnrichSpec = Field(default_factory=EnrichSpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
-    embed: dict[str, Any] | None = Field(
+    embed: EmbedConfig | None = Field(
         default=None, description="embedding pass (RunInference): model, device, towers"
     )
     split: SplitSpec = Field(default_factory=SplitSpec)
-    instruct: dict[str, Any] | None = None
+    instruct: InstructConfig | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     work: WorkSpec = Field(default_factory=WorkSpec)
     max_error_fraction: float = Field(
@@ -139,39 +145,6 @@ class Spec(_Model):
         if len(labels) != len(set(labels)):
             raise ValueError(f"source names must be unique (got {labels}); set `name:` on each")
         return self
-
-
-# Optional sections are typed by the owning package's config model ("module:Class").
-SECTION_MODELS: dict[tuple[str, ...], str] = {
-    ("enrich", "link"): "curate.enrich.link.config:LinkConfig",
-    ("dedup", "near"): "curate.dedup.config:NearDedupConfig",
-    ("dedup", "semantic"): "curate.dedup.config:SemanticDedupConfig",
-    ("dedup", "quality"): "curate.rules.similarity:QualityConfig",
-    ("dedup", "decontam"): "curate.decontaminate.config:DecontamConfig",
-    ("embed",): "curate.embed.config:EmbedConfig",
-    ("instruct",): "curate.instruct.config:InstructConfig",
-}
-
-
-def section_model(path: tuple[str, ...]) -> type[BaseModel]:
-    module_name, class_name = SECTION_MODELS[path].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise SpecError(
-            f"section {'.'.join(path)} needs {module_name}, which is not available: {exc}"
-        ) from exc
-    return getattr(module, class_name)
-
-
-def section(spec: Spec, path: tuple[str, ...]) -> BaseModel | None:
-    """The typed config of an optional section, or None when the spec leaves it out."""
-    node: Any = spec
-    for key in path:
-        node = getattr(node, key if key != "schema" else "schema_", None)
-        if node is None:
-            return None
-    return section_model(path).model_validate(node)
 
 
 def resolve_spec_path(name_or_path: str) -> Path:
@@ -235,92 +208,123 @@ class LoadedSpec:
     data: dict[str, Any]
 
 
-def validate_spec(
-    path: Path, sources: list[str] | tuple[str, ...] = (), sets: list[str] | tuple[str, ...] = ()
-) -> tuple[LoadedSpec | None, list[Problem]]:
-    """Validate a spec file fully: the model, optional sections, rule files and rule names."""
-    text = path.read_text(encoding="utf-8")
-    where = str(path)
+@dataclass
+class _Locator:
+    """Turns a key path of one spec file into a `file:line: message` problem."""
+
+    file: str
+    lines: dict[tuple[Any, ...], int]
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> Problem:
+        return Problem(self.file, nearest_line(self.lines, loc), message)
+
+    def validation_problems(
+        self, exc: ValidationError, prefix: tuple[Any, ...] = ()
+    ) -> list[Problem]:
+        """One problem per pydantic error, named by its dotted path below `prefix`."""
+        problems = []
+        for err in exc.errors():
+            loc = (*prefix, *err["loc"])
+            field = ".".join(str(part) for part in loc) or "(top)"
+            problems.append(self.problem(loc, f"{field}: {err['msg']}"))
+        return problems
+
+
+def _parse_yaml(text: str, file: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        return None, [Problem(where, (mark.line + 1) if mark else 1, f"YAML syntax: {exc}")]
+        return None, [Problem(file, (mark.line + 1) if mark else 1, f"YAML syntax: {exc}")]
     if not isinstance(data, dict):
-        return None, [Problem(where, 1, "a spec must be a mapping")]
-    lines = line_index(text)
-    try:
-        data = apply_overrides(data, list(sources), list(sets))
-    except SpecError as exc:
-        return None, [Problem(where, 1, str(exc))]
-    problems: list[Problem] = []
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = ".".join(str(p) for p in loc) or "(top)"
-            problems.append(Problem(where, nearest_line(lines, loc), f"{field}: {err['msg']}"))
-        return None, problems
+        return None, [Problem(file, 1, "a spec must be a mapping")]
+    return data, []
 
+
+def _overridden(
+    data: dict[str, Any], sources: list[str], sets: list[str], file: str
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    try:
+        return apply_overrides(data, sources, sets), []
+    except SpecError as exc:
+        return None, [Problem(file, 1, str(exc))]
+
+
+def _validated_model(data: dict[str, Any], at: _Locator) -> tuple[Spec | None, list[Problem]]:
+    """The whole spec, optional sections (and the rule files they name) included."""
+    try:
+        return Spec.model_validate(data), []
+    except ValidationError as exc:
+        return None, at.validation_problems(exc)
+
+
+def _schema_problems(spec: Spec, at: _Locator) -> list[Problem]:
+    # The schema, source and rule catalogues are imported by these checks only: a worker that
+    # re-validates its spec needs none of them.
     from curate.schema import load_schema
-    from curate.sources.base import get_source_class
 
     try:
         load_schema(spec.schema_)
     except SpecError as exc:
-        problems.append(Problem(where, nearest_line(lines, ("schema",)), str(exc)))
-    for i, source in enumerate(spec.sources):
-        try:
-            cls = get_source_class(source.kind)
-            cls.options_model(**source.options)
-            if cls.schema_ref and cls.schema_ref != spec.schema_:
-                problems.append(
-                    Problem(
-                        where,
-                        nearest_line(lines, ("sources", i, "kind")),
-                        f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}",
-                    )
-                )
-        except SpecError as exc:
-            problems.append(Problem(where, nearest_line(lines, ("sources", i, "kind")), str(exc)))
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ("sources", i, "options", *err["loc"])
-                problems.append(
-                    Problem(
-                        where,
-                        nearest_line(lines, loc),
-                        f"sources.{i}.options.{'.'.join(map(str, err['loc']))}: {err['msg']}",
-                    )
-                )
-    for path_key in SECTION_MODELS:
-        node: Any = data
-        for key in path_key:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is None:
-            continue
-        try:
-            section_model(path_key).model_validate(node)
-        except SpecError as exc:
-            problems.append(Problem(where, nearest_line(lines, path_key), str(exc)))
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = (*path_key, *err["loc"])
-                problems.append(
-                    Problem(
-                        where, nearest_line(lines, loc), f"{'.'.join(map(str, loc))}: {err['msg']}"
-                    )
-                )
+        return [at.problem(("schema",), str(exc))]
+    return []
+
+
+def _source_problems(spec: Spec, index: int, at: _Locator) -> list[Problem]:
+    """A source's kind exists, its options validate, and it produces the spec's schema."""
+    from curate.sources.base import get_source_class
+
+    source = spec.sources[index]
+    kind_loc = ("sources", index, "kind")
+    try:
+        cls = get_source_class(source.kind)
+        cls.options_model(**source.options)
+    except SpecError as exc:
+        return [at.problem(kind_loc, str(exc))]
+    except ValidationError as exc:
+        return at.validation_problems(exc, prefix=("sources", index, "options"))
+    if cls.schema_ref and cls.schema_ref != spec.schema_:
+        message = (
+            f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}"
+        )
+        return [at.problem(kind_loc, message)]
+    return []
+
+
+def _rule_file_problems(spec: Spec, at: _Locator) -> list[Problem]:
+    """Each rule file named in `rules:` exists, and its rules and parameters validate."""
     from curate.rules.files import resolve_rule_file, validate_rule_file
 
+    problems: list[Problem] = []
     for i, ref in enumerate(spec.rules):
         try:
             rule_path = resolve_rule_file(ref)
         except SpecError as exc:
-            problems.append(Problem(where, nearest_line(lines, ("rules", i)), str(exc)))
+            problems.append(at.problem(("rules", i), str(exc)))
             continue
         problems.extend(validate_rule_file(rule_path))
+    return problems
+
+
+def validate_spec(
+    path: Path, sources: list[str] | tuple[str, ...] = (), sets: list[str] | tuple[str, ...] = ()
+) -> tuple[LoadedSpec | None, list[Problem]]:
+    """Validate a spec file fully: the YAML, the overrides, the model with its optional
+    sections, the schema and sources, then the rule files and rule names."""
+    text = path.read_text(encoding="utf-8")
+    data, problems = _parse_yaml(text, str(path))
+    if data is not None:
+        data, problems = _overridden(data, list(sources), list(sets), str(path))
+    if data is None:
+        return None, problems
+    at = _Locator(str(path), line_index(text))
+    spec, problems = _validated_model(data, at)
+    if spec is None:
+        return None, problems
+    problems = _schema_problems(spec, at)
+    for i in range(len(spec.sources)):
+        problems.extend(_source_problems(spec, i, at))
+    problems.extend(_rule_file_problems(spec, at))
     if problems:
         return None, problems
     digest = hashlib.sha256(text.encode()).hexdigest()

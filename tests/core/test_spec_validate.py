@@ -53,6 +53,55 @@ def test_problems_carry_file_and_line(tmp_path: Path) -> None:
     assert any(f"{path}:11: split.ratios" in r and "sum to 1" in r for r in rendered), rendered
 
 
+SECTIONS = """\
+enrich:
+  link:
+    enabled: true
+    label_sets: [chexpert14, no_such_set]
+dedup:
+  near:
+    rules: dedup/near_dedup.v1
+    image:
+      max_hamming: 99
+  semantic: {rules: dedup/missing_policy.v1}
+"""
+
+
+def test_section_problems_carry_their_dotted_path_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + SECTIONS)
+    _, problems = validate_spec(path)
+    assert sorted(str(p) for p in problems) == [
+        f"{path}:14: enrich.link.label_sets: Value error, unknown label set 'no_such_set'; use "
+        "one of ['chestxray14', 'chexpert14'] or the path of a label-set YAML file",
+        f"{path}:19: dedup.near.image.max_hamming: Input should be less than or equal to 32",
+        f"{path}:20: dedup.semantic: rule file 'dedup/missing_policy.v1' not found "
+        "(looked in curation_rules/ too)",
+    ]
+
+
+def test_sections_are_typed_by_their_owners_models(tmp_path: Path) -> None:
+    from curate.dedup.config import NearDedupConfig
+    from curate.enrich.link.config import LinkConfig
+
+    fixed = (
+        SECTIONS.replace(", no_such_set", "")
+        .replace("99", "5")
+        .replace("missing_policy", "semantic_dedup")
+        .replace("near_dedup.v1", "near_dedup_reports.v1")
+    )
+    loaded, problems = validate_spec(write(tmp_path, GOOD + fixed))
+    assert problems == [] and loaded is not None
+    link, near = loaded.spec.enrich.link, loaded.spec.dedup.near
+    assert isinstance(link, LinkConfig) and link.enabled and link.label_sets == ["chexpert14"]
+    assert isinstance(near, NearDedupConfig)
+    # The override sits next to `rules:`; the other values come from the rule file (the report
+    # policy switches caption dedup off, unlike the model's default).
+    assert (near.image.max_hamming, near.image.hash, near.caption.enabled) == (5, "phash", False)
+    semantic = loaded.spec.dedup.semantic
+    assert semantic is not None and semantic.rules == "dedup/semantic_dedup.v1"
+    assert loaded.spec.embed is None and loaded.spec.instruct is None
+
+
 def test_unknown_rule_file_and_rule_name(tmp_path: Path) -> None:
     rules = write(
         tmp_path,

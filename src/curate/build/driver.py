@@ -78,15 +78,12 @@ class Build:
     def _link_identity(self) -> dict[str, Any] | None:
         """The linking KB's id and hash for the manifest; builds the default KB once, in the
         driver, so that workers find it ready."""
-        if self.spec.enrich.link is None:
+        link = self.spec.enrich.link
+        if link is None or not link.enabled:
             return None
-        from curate.enrich.link.config import LinkConfig
         from curate.enrich.link.stage import LinkStage
 
-        config = LinkConfig.model_validate(self.spec.enrich.link)
-        if not config.enabled:
-            return None
-        return LinkStage(config).kb_identity()
+        return LinkStage(link).kb_identity()
 
     def run(self) -> BuildResult:
         started = time.time()

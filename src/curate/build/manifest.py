@@ -21,7 +21,7 @@ from curate.build.phase2 import PHASE2_STAGE_PREFIXES, instruct_config
 from curate.schema import load_schema
 from curate.shards import layout
 from curate.shards.writer import count_rows, digest_path, read_rows, relative_path
-from curate.spec import LoadedSpec
+from curate.spec import LoadedSpec, Spec
 from curate.stages import StageCounts
 
 VERSIONED_PACKAGES = (
@@ -303,7 +303,7 @@ def _ids_and_reasons(
     return ids, reasons
 
 
-def instruction_accounting(spec: Any, out_dir: str, metrics: Any) -> dict[str, Any] | None:
+def instruction_accounting(spec: Spec, out_dir: str, metrics: Any) -> dict[str, Any] | None:
     """Per kept source record: out (some instruction kept), rejected, or failed — read back
     from the files."""
     config = instruct_config(spec)

@@ -41,13 +41,11 @@ def phase1_stages(spec: Spec) -> list[Stage]:
     stages: list[Stage] = [load_rule_chain(ref) for ref in spec.rules]
     if spec.enrich.modality:
         stages.append(ModalityTagger())
-    if spec.enrich.link is not None:
-        from curate.enrich.link.config import LinkConfig
+    link = spec.enrich.link
+    if link is not None and link.enabled:
         from curate.enrich.link.stage import LinkStage
 
-        link_config = LinkConfig.model_validate(spec.enrich.link)
-        if getattr(link_config, "enabled", True):
-            stages.append(LinkStage(link_config))
+        stages.append(LinkStage(link))
     return stages
 
 

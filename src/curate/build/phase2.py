@@ -14,16 +14,18 @@ import json
 import shutil
 import unicodedata
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import apache_beam as beam
 
 from curate import fs
+from curate.dedup.config import NearDedupConfig
+from curate.instruct.config import InstructConfig
 from curate.schema import ERROR_SCHEMA, RecordSchema, load_schema, reject_schema
 from curate.shards import layout
 from curate.shards.beam import WriteFlatFiles, WriteSettings, WriteSplitShards
 from curate.shards.writer import read_rows
-from curate.spec import Spec, section
+from curate.spec import Spec
 from curate.stages import Rejected
 
 Decision = tuple[str, str, str | None]  # (stage, reason, duplicate_of)
@@ -132,8 +134,16 @@ class ExactDuplicates(beam.PTransform):
 # ---- optional drop transforms (near/semantic dedup, quality, decontamination) -----------------
 
 
-def _enabled(config: Any) -> bool:
-    return config is not None and getattr(config, "enabled", True)
+class _Switchable(Protocol):
+    enabled: bool
+
+
+_Section = TypeVar("_Section", bound=_Switchable)
+
+
+def _if_enabled(config: _Section | None) -> _Section | None:
+    """An optional section when the spec gives it and does not switch it off."""
+    return config if config is not None and config.enabled else None
 
 
 def _as_drop(stage: str):
@@ -157,35 +167,34 @@ def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
     its sidecar to OUT/attributes/ so thresholds can be re-tuned without re-embedding."""
     from curate.errors import SpecError
 
-    near: Any = section(spec, ("dedup", "near"))
-    semantic: Any = section(spec, ("dedup", "semantic"))
-    quality: Any = section(spec, ("dedup", "quality"))
-    decontam: Any = section(spec, ("dedup", "decontam"))
-    embed: Any = section(spec, ("embed",))
+    near = _if_enabled(spec.dedup.near)
+    semantic = _if_enabled(spec.dedup.semantic)
+    quality = _if_enabled(spec.dedup.quality)
+    decontam = _if_enabled(spec.dedup.decontam)
+    embed = _if_enabled(spec.embed)
     drops: list[Any] = []
     vectors: dict[str, Any] = {}
-    if _enabled(embed):
+    if embed is not None:
         from curate.embed.beam import EmbedRecords
 
         for tower in embed.towers:
             vectors[tower] = records | f"Embed_{tower}" >> EmbedRecords(
                 embed, tower, out_dir=out_dir
             )
-    if _enabled(near) or _enabled(semantic):
+    if near is not None or semantic is not None:
         from curate.dedup.beam import NearDuplicates
-        from curate.dedup.config import NearDedupConfig
 
-        near_config = near if _enabled(near) else NearDedupConfig(enabled=False)
-        semantic_vectors = vectors.get(semantic.tower) if _enabled(semantic) else None
-        if _enabled(semantic) and semantic_vectors is None:
+        near_config = near if near is not None else NearDedupConfig(enabled=False)
+        semantic_vectors = vectors.get(semantic.tower) if semantic is not None else None
+        if semantic is not None and semantic_vectors is None:
             raise SpecError(
                 f"dedup.semantic uses the {semantic.tower} tower: add it to embed.towers"
             )
         decisions = records | "NearDuplicates" >> NearDuplicates(
-            near_config, vectors=semantic_vectors, semantic=semantic if _enabled(semantic) else None
+            near_config, vectors=semantic_vectors, semantic=semantic
         )
         drops.append(decisions | "NearAsDrops" >> beam.Map(_as_drop("dedup:near")))
-    if _enabled(quality) and (
+    if quality is not None and (
         quality.min_clip_score is not None or quality.keep_top_fraction is not None
     ):
         if not ("image" in vectors and "text" in vectors):
@@ -198,7 +207,7 @@ def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
             quality
         )
         drops.append(low | "QualityAsDrops" >> beam.Map(_as_drop("quality")))
-    if _enabled(decontam):
+    if decontam is not None:
         from curate.decontaminate.beam import Decontaminate
 
         leaks = records | "Decontaminate" >> Decontaminate(decontam, with_matches=True)
@@ -264,11 +273,8 @@ class ApplyDecisions(beam.PTransform):
 # ---- outputs ----------------------------------------------------------------------------------
 
 
-def instruct_config(spec: Spec) -> Any | None:
-    config = section(spec, ("instruct",))
-    if config is None or not getattr(config, "enabled", True):
-        return None
-    return config
+def instruct_config(spec: Spec) -> InstructConfig | None:
+    return _if_enabled(spec.instruct)
 
 
 class WriteInstructions(beam.PTransform):
@@ -276,7 +282,9 @@ class WriteInstructions(beam.PTransform):
     split, so matching distractors come from the same split); rejected candidates go to
     instructions_rejects/, failures to instructions_errors/."""
 
-    def __init__(self, config: Any, out_dir: str, settings: WriteSettings, shard_rows: int):
+    def __init__(
+        self, config: InstructConfig, out_dir: str, settings: WriteSettings, shard_rows: int
+    ):
         super().__init__()
         self.config, self.out_dir, self.settings, self.rows = config, out_dir, settings, shard_rows
 

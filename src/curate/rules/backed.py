@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from curate.errors import SpecError
 from curate.resources import resource_dir
@@ -67,10 +68,15 @@ class RuleBacked(BaseModel):
     @classmethod
     def _load_rules(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("rules"):
-            loaded = load_rule_file(str(data["rules"]))
+            try:
+                loaded = load_rule_file(str(data["rules"]))
+            except SpecError as exc:
+                # A validation error, so the spec's problem list names this section's line.
+                raise PydanticCustomError("rule_file", "{message}", {"message": str(exc)}) from exc
             return _merge(loaded, {k: v for k, v in data.items()})
         return data
 
     @classmethod
     def from_rules(cls, ref: str, **overrides: Any):
+        load_rule_file(ref)  # a missing or malformed file stays a SpecError for the command line
         return cls.model_validate({"rules": ref, **overrides})
