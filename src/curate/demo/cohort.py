@@ -18,9 +18,18 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
-from curate.demo.pmc import Article, Figure, Graphic, encode
+from curate.demo.drawing import (
+    blurred,
+    encode,
+    he_texture,
+    noise,
+    smooth_field,
+    to_image,
+    write_file,
+)
+from curate.demo.pmc import Article, Figure, Graphic
 
 SHAPES = ("round", "triangular", "square")
 BRIGHTNESS = ("bright", "dark")
@@ -106,31 +115,28 @@ ARTICLE_TOPICS = [
 ]
 
 
-def _smooth_field(rng: np.random.Generator, w: int, h: int, cells: int) -> np.ndarray:
-    """Random low-frequency field in [0, 1]: makes every background (and its pHash) distinct."""
-    coarse = Image.fromarray((rng.uniform(0, 255, (cells, cells))).astype(np.uint8), mode="L")
-    return np.asarray(coarse.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64) / 255.0
-
-
 def _background(rng: np.random.Generator, kind: str, w: int, h: int) -> np.ndarray:
     """An (h, w, 3) float array: a grey CT-like section or a pink H&E-like texture."""
-    field = _smooth_field(rng, w, h, int(rng.integers(3, 6)))
+    cells = int(rng.integers(3, 6))
+    field = smooth_field(rng, (cells, cells), (w, h)) / 255.0
     if kind == "ct":
         yy, xx = np.mgrid[0:h, 0:w]
         body = ((xx - w / 2) / (w * 0.62)) ** 2 + ((yy - h / 2) / (h * 0.65)) ** 2 < 1.0
         grey = np.where(body, 95 + 55 * field, 15 + 20 * field)
-        grey = grey + rng.normal(0, 6, (h, w))
+        grey = grey + noise(rng, (h, w), 6)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    img = Image.new("RGB", (w, h), (236, 196, 214))
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(w * h / 500)):  # haematoxylin-stained nuclei
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
-        r = rng.uniform(1.5, 3.5)
-        shade = int(rng.integers(90, 150))
-        draw.ellipse((x - r, y - r * 0.8, x + r, y + r * 0.8), fill=(shade, 60, shade + 60))
-    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float64)
+    arr = he_texture(
+        rng,
+        (w, h),
+        area_per_nucleus=500,
+        radius=(1.5, 3.5),
+        shade=(90, 150),
+        green=60,
+        blue_over_red=60,
+        blur=0.8,
+    )
     arr = arr * (0.8 + 0.35 * field[:, :, None])
-    return arr + rng.normal(0, 5, arr.shape)
+    return arr + noise(rng, arr.shape, 5)
 
 
 def _lesion_fill(kind: str, brightness: str, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -165,11 +171,11 @@ def render_lesion(
         draw.polygon(
             [(x0 + extent / 2, y0), (x0, y0 + extent), (x0 + extent, y0 + extent)], fill=255
         )
-    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.7)), dtype=np.float64)[:, :, None]
+    alpha = blurred(mask, 0.7)[:, :, None]
     fill = np.asarray(_lesion_fill(kind, brightness, rng), dtype=np.float64)
-    lesion = fill + rng.normal(0, 4, base.shape)
+    lesion = fill + noise(rng, base.shape, 4)
     arr = base * (1 - alpha / 255.0) + lesion * (alpha / 255.0)
-    return encode(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB"), "PNG")
+    return encode(to_image(arr, "RGB"), "PNG")
 
 
 def compose_caption(
@@ -200,6 +206,30 @@ def compose_caption(
     return " ".join(parts)
 
 
+def _lesion_figure(
+    rng: np.random.Generator, folder: str, pmcid: str, n: int
+) -> tuple[Figure, tuple[str, str, str, str]]:
+    """Figure `n` of an article: draw its attributes, caption and image (in this order), write
+    the PNG into `folder`; return the figure and its (background, shape, brightness, position)."""
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    brightness = BRIGHTNESS[int(rng.integers(len(BRIGHTNESS)))]
+    position = list(POSITIONS)[int(rng.integers(len(POSITIONS)))]
+    caption = compose_caption(rng, kind, shape, brightness, position)
+    name = f"{pmcid.lower()}-g{n:03d}.png"
+    data = render_lesion(rng, kind, shape, brightness, position)
+    write_file(os.path.join(folder, name), data)
+    figure = Figure(
+        fig_id=f"F{n}",
+        label=f"Figure {n}",
+        title=None,
+        caption_xml=caption.replace("&", "&amp;"),
+        graphics=[Graphic(href=name[:-4], file_name=name, data=data)],
+        mention=f"The lesion is shown in Figure {n}.",
+    )
+    return figure, (kind, shape, brightness, position)
+
+
 def generate_pmc_cohort(out_dir: str, seed: int = 0, articles: int = 800) -> dict[str, Any]:
     """Write `articles` CC BY 4.0 articles with 1-2 described figures each under
     `<out_dir>/folder/`; return counts of what was written.
@@ -227,32 +257,13 @@ def generate_pmc_cohort(out_dir: str, seed: int = 0, articles: int = 800) -> dic
             2018 + index % 8,
         )
         folder = os.path.join(root, pmcid)
-        os.makedirs(folder, exist_ok=True)
         for n in range(1, int(rng.integers(1, 3)) + 1):
-            kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-            shape = SHAPES[int(rng.integers(len(SHAPES)))]
-            brightness = BRIGHTNESS[int(rng.integers(len(BRIGHTNESS)))]
-            position = list(POSITIONS)[int(rng.integers(len(POSITIONS)))]
-            caption = compose_caption(rng, kind, shape, brightness, position)
-            name = f"{pmcid.lower()}-g{n:03d}.png"
-            data = render_lesion(rng, kind, shape, brightness, position)
-            with open(os.path.join(folder, name), "wb") as handle:
-                handle.write(data)
-            article.figures.append(
-                Figure(
-                    fig_id=f"F{n}",
-                    label=f"Figure {n}",
-                    title=None,
-                    caption_xml=caption.replace("&", "&amp;"),
-                    graphics=[Graphic(href=name[:-4], file_name=name, data=data)],
-                    mention=f"The lesion is shown in Figure {n}.",
-                )
-            )
+            figure, values = _lesion_figure(rng, folder, pmcid, n)
+            article.figures.append(figure)
             figures += 1
-            for key, value in zip(attributes, (kind, shape, brightness, position), strict=True):
+            for key, value in zip(attributes, values, strict=True):
                 attributes[key][value] += 1
-        with open(os.path.join(folder, f"{pmcid}.nxml"), "wb") as handle:
-            handle.write(article.xml())
+        write_file(os.path.join(folder, f"{pmcid}.nxml"), article.xml())
     return {
         "seed": seed,
         "root": out_dir,

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageEnhance
+
+from curate.demo.drawing import bar_chart, encode, photo_like
 
 IMAGE_VARIANTS = ("reencoded", "resized", "cropped", "brightness")
 TEXT_VARIANTS = ("reworded",)
@@ -133,34 +135,8 @@ class Planted:
 
 
 def _encode(image: Image.Image, quality: int = 92) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    grid = rng.normal(size=(int(rng.integers(4, 12)), int(rng.integers(4, 12)), 3))
-    grid = (grid - grid.min()) / max(1e-9, np.ptp(grid))
-    base = Image.fromarray((grid * 255).astype(np.uint8)).resize(size, Image.Resampling.BICUBIC)
-    detail = rng.normal(0, 12, size=(size[1], size[0], 3))
-    return Image.fromarray(np.clip(np.asarray(base, np.float32) + detail, 0, 255).astype(np.uint8))
-
-
-def _chart(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    n = int(rng.integers(3, 9))
-    for i in range(n):
-        x0 = int(w * (0.1 + 0.8 * i / n))
-        top = int(h * (0.15 + 0.7 * rng.random()))
-        color = tuple(int(c) for c in rng.integers(0, 200, 3))
-        draw.rectangle([x0, top, x0 + int(0.6 * w / n), int(h * 0.9)], fill=color)
-    points = [
-        (int(w * x), int(h * (0.1 + 0.8 * rng.random()))) for x in np.linspace(0.05, 0.95, 12)
-    ]
-    draw.line(points, fill=(0, 0, 0), width=3)
-    return image
+    """JPEG bytes; originals and most copies at quality 92 (the set's photographic default)."""
+    return encode(image, "JPEG", quality)
 
 
 def _caption(rng: np.random.Generator) -> str:
@@ -230,7 +206,7 @@ def generate(
     originals: list[tuple[str, Image.Image, str]] = []
     for i in range(n_originals):
         size = (int(rng.integers(240, 480)), int(rng.integers(200, 400)))
-        image = _photo(rng, size) if i % 2 == 0 else _chart(rng, size)
+        image = photo_like(rng, size) if i % 2 == 0 else bar_chart(rng, size)
         caption = _caption(rng)
         rid = f"orig-{i:04d}"
         originals.append((rid, image, caption))
@@ -241,7 +217,11 @@ def generate(
             base_id, image, caption = originals[idx]
             rid = f"{kind}-{j:04d}"
             if kind in TEXT_VARIANTS:
-                fresh = _photo(rng, image.size) if rng.random() < 0.5 else _chart(rng, image.size)
+                fresh = (
+                    photo_like(rng, image.size)
+                    if rng.random() < 0.5
+                    else bar_chart(rng, image.size)
+                )
                 record = _record(rid, _encode(fresh), _reword(rng, caption))
             else:
                 record = _record(rid, _variant(rng, image, kind), _caption(rng))

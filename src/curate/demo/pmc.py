@@ -22,6 +22,7 @@ end-to-end tests can assert exact numbers.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -34,137 +35,9 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
-# ---------------------------------------------------------------------------------------------
-# Synthetic "medical-looking" images
-
-
-def _noise(rng: np.random.Generator, size: tuple[int, int], scale: float) -> np.ndarray:
-    return rng.normal(0.0, scale, (size[1], size[0]))
-
-
-def _to_image(arr: np.ndarray, mode: str = "L") -> Image.Image:
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode=mode)
-
-
-def chest_xray(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    img = Image.new("L", size, 30)
-    draw = ImageDraw.Draw(img)
-    draw.ellipse((w * 0.08, h * 0.05, w * 0.92, h * 1.05), fill=150)  # thorax
-    for side in (0, 1):  # dark lungs
-        x0 = w * (0.14 + 0.4 * side + rng.uniform(-0.02, 0.02))
-        draw.ellipse((x0, h * 0.15, x0 + w * 0.32, h * 0.85), fill=int(rng.integers(55, 80)))
-    draw.rectangle((w * 0.46, 0, w * 0.54, h), fill=200)  # spine / mediastinum
-    for k in range(7):  # ribs
-        y = h * (0.18 + 0.09 * k)
-        draw.arc((w * 0.1, y, w * 0.9, y + h * 0.25), 200, 340, fill=175, width=max(2, w // 90))
-    lesion = (w * rng.uniform(0.2, 0.7), h * rng.uniform(0.3, 0.7))
-    draw.ellipse((lesion[0], lesion[1], lesion[0] + w * 0.08, lesion[1] + h * 0.06), fill=140)
-    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(2)), dtype=np.float64) + _noise(
-        rng, size, 6
-    )
-    return _to_image(arr)
-
-
-def ct_slice(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    img = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(img)
-    draw.ellipse(
-        (w * 0.1, h * 0.2, w * 0.9, h * 0.85), fill=110, outline=230, width=max(3, w // 60)
-    )
-    for _ in range(int(rng.integers(3, 6))):  # organs
-        cx, cy = w * rng.uniform(0.3, 0.7), h * rng.uniform(0.35, 0.7)
-        rx, ry = w * rng.uniform(0.05, 0.14), h * rng.uniform(0.05, 0.12)
-        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=int(rng.integers(70, 170)))
-    draw.ellipse((w * 0.45, h * 0.68, w * 0.55, h * 0.78), fill=240)  # vertebra
-    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1)), dtype=np.float64) + _noise(
-        rng, size, 8
-    )
-    return _to_image(arr)
-
-
-def brain_mri(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = ((xx - w / 2) / (w * 0.38)) ** 2 + ((yy - h / 2) / (h * 0.45)) ** 2
-    texture = np.asarray(
-        _to_image(rng.uniform(0, 255, (h // 8 + 1, w // 8 + 1))).resize(
-            size, Image.Resampling.BICUBIC
-        ),
-        dtype=np.float64,
-    )
-    arr = np.where(r < 1.0, 90 + 0.5 * texture, 5.0)
-    arr = np.where((r > 0.85) & (r < 1.0), 220, arr)  # skull / scalp
-    cx, cy = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.35, 0.65)
-    arr = np.where(((xx - cx) ** 2 + (yy - cy) ** 2) < (w * 0.06) ** 2, 235, arr)  # lesion
-    return _to_image(arr + _noise(rng, size, 4))
-
-
-def histology_he(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    img = Image.new("RGB", size, (236, 196, 214))  # eosin background
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(w * h / 900)):  # haematoxylin-stained nuclei
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
-        r = rng.uniform(3, 8)
-        shade = int(rng.integers(60, 120))
-        draw.ellipse((x - r, y - r * 0.8, x + r, y + r * 0.8), fill=(shade, 40, shade + 70))
-    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1)), dtype=np.float64)
-    arr += rng.normal(0, 5, arr.shape)
-    return _to_image(arr, mode="RGB")
-
-
-def ultrasound(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    angle = np.degrees(np.arctan2(xx - w / 2, yy + h * 0.05))
-    dist = np.hypot(xx - w / 2, yy + h * 0.05)
-    sector = (np.abs(angle) < 35) & (dist < h * 1.0) & (dist > h * 0.1)
-    speckle = rng.rayleigh(40, (h, w))
-    arr = np.where(sector, speckle + 30, 0.0)
-    cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.45, 0.7)
-    arr = np.where(
-        ((xx - cx) / (w * 0.1)) ** 2 + ((yy - cy) / (h * 0.07)) ** 2 < 1, 10, arr
-    )  # cyst
-    return _to_image(arr)
-
-
-def fundus(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    w, h = size
-    img = Image.new("RGB", size, (0, 0, 0))
-    draw = ImageDraw.Draw(img)
-    draw.ellipse((w * 0.05, h * 0.05, w * 0.95, h * 0.95), fill=(190, 80, 30))
-    dx = w * rng.uniform(0.55, 0.7)
-    draw.ellipse((dx, h * 0.4, dx + w * 0.12, h * 0.52), fill=(250, 210, 140))  # optic disc
-    for _ in range(6):  # vessels
-        pts = [(dx + w * 0.06, h * 0.46)]
-        for _ in range(4):
-            pts.append((pts[-1][0] + rng.uniform(-60, 20), pts[-1][1] + rng.uniform(-50, 50)))
-        draw.line(pts, fill=(120, 20, 10), width=3)
-    return img.filter(ImageFilter.GaussianBlur(1))
-
-
-MAKERS = {
-    "xray": chest_xray,
-    "ct": ct_slice,
-    "mri": brain_mri,
-    "he": histology_he,
-    "us": ultrasound,
-    "fundus": fundus,
-}
-
-
-def encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        img.convert("RGB" if img.mode == "RGB" else "L").save(buf, "JPEG", quality=quality)
-    else:
-        img.save(buf, fmt)
-    return buf.getvalue()
-
+from curate.demo.drawing import MAKERS, encode, write_file
 
 # ---------------------------------------------------------------------------------------------
 # JATS writing
@@ -529,12 +402,6 @@ def _figure(
     )
 
 
-def _write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
 def _tar_gz(members: list[tuple[str, bytes | None, str]]) -> bytes:
     """Deterministic .tar.gz: (name, data, kind) with kind file | symlink (data = target)."""
     raw = io.BytesIO()
@@ -565,10 +432,29 @@ def _md5(data: bytes) -> str:
 # The three layouts
 
 
-def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
-    stats = plan.layout("cloud")
+def _ok_graphics(article: Article) -> int:
+    """How many of the article's graphics should become records."""
+    return sum(1 for f in article.figures for g in f.graphics if g.outcome == "ok")
+
+
+def _family(article: Article) -> str:
+    href = article.license_href or ""
+    if "by-nc" in href:
+        return "noncommercial"
+    return "commercial" if href else "other"
+
+
+class _CloudMirror:
+    """Writes articles in the PMC Cloud layout (`<pmcid>.<version>/` with the XML, the JSON
+    metadata and the media) and counts what reading each one should give."""
+
+    def __init__(self, plan: _Plan, root: str) -> None:
+        self.plan = plan
+        self.root = root
+        self.stats = plan.layout("cloud")
 
     def put(
+        self,
         article: Article,
         version: int,
         *,
@@ -578,19 +464,12 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         flat: bool = False,
         skip: str | None = None,
     ) -> None:
+        """Write one version; `flat` also writes its JSON under `metadata/`, `skip` names why
+        the reader should pass it over."""
         key = f"{article.pmcid}.{version}"
-        folder = os.path.join(root, key)
+        folder = os.path.join(self.root, key)
         xml = article.xml()
-        _write(os.path.join(folder, f"{key}.xml"), xml)
-        media = []
-        for fig in article.figures:
-            for g in fig.graphics:
-                if g.file_name:
-                    media.append(
-                        f"s3://pmc-oa-opendata/{key}/{g.file_name}?md5={_md5(g.data or b'')}"
-                    )
-                    if g.outcome != "image_missing":
-                        _write(os.path.join(folder, g.file_name), g.data or b"")
+        write_file(os.path.join(folder, f"{key}.xml"), xml)
         meta = {
             "pmcid": article.pmcid,
             "version": version,
@@ -607,27 +486,41 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
             "xml_url": f"s3://pmc-oa-opendata/{key}/{key}.xml?md5={_md5(xml)}",
             "text_url": None,
             "pdf_url": None,
-            "media_urls": media,
+            "media_urls": self._write_media(article, key, folder),
         }
         blob = json.dumps(meta, indent=1, sort_keys=True).encode()
-        _write(os.path.join(folder, f"{key}.json"), blob)
+        write_file(os.path.join(folder, f"{key}.json"), blob)
         if flat:
-            _write(os.path.join(root, "metadata", f"{key}.json"), blob)
-        stats["units"] += 1
-        if skip:
-            stats["skipped"][skip] += 1
-        else:
-            plan.account("cloud", article)
-            fam = (
-                "noncommercial"
-                if (license_code or "").find("NC") >= 0 and not article.license_href
-                else shared["family_of"](article)
-            )
-            stats["license_families"][fam] += sum(
-                1 for f in article.figures for g in f.graphics if g.outcome == "ok"
-            )
+            write_file(os.path.join(self.root, "metadata", f"{key}.json"), blob)
+        self._count(article, license_code, skip)
 
-    # C1: two versions; v1 superseded.
+    def _write_media(self, article: Article, key: str, folder: str) -> list[str]:
+        """Write the images the mirror has; list every image the metadata promises."""
+        media = []
+        for fig in article.figures:
+            for g in fig.graphics:
+                if g.file_name:
+                    media.append(
+                        f"s3://pmc-oa-opendata/{key}/{g.file_name}?md5={_md5(g.data or b'')}"
+                    )
+                    if g.outcome != "image_missing":
+                        write_file(os.path.join(folder, g.file_name), g.data or b"")
+        return media
+
+    def _count(self, article: Article, license_code: str | None, skip: str | None) -> None:
+        self.stats["units"] += 1
+        if skip:
+            self.stats["skipped"][skip] += 1
+            return
+        self.plan.account("cloud", article)
+        # A non-commercial code in the metadata decides when the XML names no licence.
+        metadata_only_nc = "NC" in (license_code or "") and not article.license_href
+        family = "noncommercial" if metadata_only_nc else _family(article)
+        self.stats["license_families"][family] += _ok_graphics(article)
+
+
+def _cloud_superseded_version(plan: _Plan, mirror: _CloudMirror) -> None:
+    """C1: two versions; v1 (one figure) is superseded by v2 (two figures)."""
     for version in (1, 2):
         a = Article(
             "PMC9000001",
@@ -640,8 +533,11 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         a.figures = [_figure(plan, "c1", 1, "xray", fmt="JPEG"), _figure(plan, "c1", 2, "ct")]
         if version == 1:
             a.figures = a.figures[:1]
-        put(a, version, flat=True, skip="superseded_version" if version == 1 else None)
-    # C2: compound figure in a fig-group, cited through the group id.
+        mirror.put(a, version, flat=True, skip="superseded_version" if version == 1 else None)
+
+
+def _cloud_fig_group(plan: _Plan, mirror: _CloudMirror) -> None:
+    """C2: a compound figure in a fig-group, cited through the group id."""
     a = Article(
         "PMC9000002",
         "39000002",
@@ -658,8 +554,11 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         _figure(plan, "c2", 1, "ct", group="c2-G1"),
         _figure(plan, "c2", 2, "us", group="c2-G1", fmt="JPEG"),
     ]
-    put(a, 1)
-    # C3: <alternatives> graphics (TIFF original absent, web JPEG present), three versions.
+    mirror.put(a, 1)
+
+
+def _cloud_alternatives(plan: _Plan, mirror: _CloudMirror) -> None:
+    """C3: `<alternatives>` graphics (TIFF original absent, web JPEG present), three versions."""
     for version in (1, 2, 3):
         a = Article(
             "PMC9000003",
@@ -677,8 +576,11 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
             )
         ]
         a.figures = [fig]
-        put(a, version, skip="superseded_version" if version < 3 else None)
-    # C4: retracted.
+        mirror.put(a, version, skip="superseded_version" if version < 3 else None)
+
+
+def _cloud_retracted_and_not_open_access(plan: _Plan, mirror: _CloudMirror) -> None:
+    """C4: a retracted article; C5: an author manuscript outside the OA subset (TDM)."""
     a = Article(
         "PMC9000004",
         "39000004",
@@ -688,14 +590,17 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         2023,
     )
     a.figures = [_figure(plan, "c4", 1, "mri")]
-    put(a, 1, retracted=True, skip="retracted")
-    # C5: not in the OA subset (author manuscript, TDM).
+    mirror.put(a, 1, retracted=True, skip="retracted")
     a = Article(
         "PMC9000005", "39000005", "10.5555/demo.c5", "An author manuscript", "Demo Neurology", 2022
     )
     a.figures = [_figure(plan, "c5", 1, "mri")]
-    put(a, 1, oa=False, license_code="TDM", skip="not_open_access")
-    # C6: licence only in metadata (CC BY-NC); second figure's image missing from the mirror.
+    mirror.put(a, 1, oa=False, license_code="TDM", skip="not_open_access")
+
+
+def _cloud_metadata_only_licence(plan: _Plan, mirror: _CloudMirror) -> str:
+    """C6: the licence only in the metadata (CC BY-NC) and the second figure's image missing
+    from the mirror. Returns the PMCID."""
     a = Article(
         "PMC9000006",
         "39000006",
@@ -710,9 +615,12 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         _figure(plan, "c6", 1, "us"),
         _figure(plan, "c6", 2, "he", outcome="image_missing"),
     ]
-    put(a, 1, license_code="CC BY-NC")
-    shared["metadata_only_license"] = "PMC9000006"
-    # C7: a correction notice (article-type correction) that still carries a figure.
+    mirror.put(a, 1, license_code="CC BY-NC")
+    return a.pmcid
+
+
+def _cloud_correction(plan: _Plan, mirror: _CloudMirror) -> None:
+    """C7: a correction notice (article-type correction) that still carries a figure."""
     a = Article(
         "PMC9000007",
         "39000007",
@@ -723,9 +631,12 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         article_type="correction",
     )
     a.figures = [_figure(plan, "c7", 1, "mri")]
-    put(a, 1)
-    # C8: planted duplicates (exact image shared with legacy L1; exact caption+image pair with
-    # folder F3).
+    mirror.put(a, 1)
+
+
+def _cloud_duplicates(plan: _Plan, mirror: _CloudMirror, shared: dict[str, Any]) -> None:
+    """C8: planted duplicates: an exact image shared with legacy L1, an exact caption+image
+    pair shared with folder F3."""
     a = Article(
         "PMC9000008",
         "39000008",
@@ -750,21 +661,51 @@ def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         ),
         _figure(plan, "c8", 2, "ct", data=shared["pair_image"], caption=shared["pair_caption"]),
     ]
-    put(a, 1)
+    mirror.put(a, 1)
 
 
-def _family(article: Article) -> str:
-    href = article.license_href or ""
-    if "by-nc" in href:
-        return "noncommercial"
-    return "commercial" if href else "other"
+def _cloud(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
+    """The PMC Cloud layout, articles C1-C8 in this order (each draws from the plan's RNG)."""
+    mirror = _CloudMirror(plan, root)
+    _cloud_superseded_version(plan, mirror)
+    _cloud_fig_group(plan, mirror)
+    _cloud_alternatives(plan, mirror)
+    _cloud_retracted_and_not_open_access(plan, mirror)
+    shared["metadata_only_license"] = _cloud_metadata_only_licence(plan, mirror)
+    _cloud_correction(plan, mirror)
+    _cloud_duplicates(plan, mirror, shared)
 
 
-def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
-    stats = plan.layout("legacy")
-    rows: list[list[str]] = []
+# The legacy file list's "last updated" column, the same for every row.
+_LEGACY_UPDATED = "2024-01-02 03:04:05"
+
+
+def _package_path(pmcid: str) -> str:
+    return f"oa_package/{pmcid[-2:]}/{pmcid[-4:-2]}/{pmcid}.tar.gz"
+
+
+def _package_members(article: Article, key: str) -> list[tuple[str, bytes | None, str]]:
+    """The article's XML and the images the package has, under folder `key`."""
+    out: list[tuple[str, bytes | None, str]] = [(f"{key}/{key}.nxml", article.xml(), "file")]
+    for fig in article.figures:
+        for g in fig.graphics:
+            if g.file_name and g.outcome != "image_missing":
+                out.append((f"{key}/{g.file_name}", g.data, "file"))
+    return out
+
+
+class _LegacyMirror:
+    """Writes `oa_package/**.tar.gz` packages and the rows of `oa_file_list.csv` that name
+    them, counting what reading each one should give."""
+
+    def __init__(self, plan: _Plan, root: str) -> None:
+        self.plan = plan
+        self.root = root
+        self.stats = plan.layout("legacy")
+        self.rows: list[list[str]] = []
 
     def package(
+        self,
         pmcid: str,
         members: list[tuple[str, bytes | None, str]],
         *,
@@ -774,41 +715,39 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         unsafe: int = 0,
         truncate: bool = False,
     ) -> None:
-        rel = f"oa_package/{pmcid[-2:]}/{pmcid[-4:-2]}/{pmcid}.tar.gz"
+        """One package: `error` is the unit error reading it should raise, `unsafe` how many
+        members the reader must refuse, `truncate` cuts the .tar.gz short."""
+        rel = _package_path(pmcid)
         data = _tar_gz(members)
         if truncate:
             data = data[: len(data) * 3 // 5]
-        _write(os.path.join(root, rel), data)
-        rows.append(
-            [
-                rel,
-                f"Demo J. {pmcid}",
-                pmcid,
-                "2024-01-02 03:04:05",
-                article.pmid if article and article.pmid else "",
-                license_,
-            ]
-        )
-        stats["units"] += 1
+        write_file(os.path.join(self.root, rel), data)
+        pmid = article.pmid if article and article.pmid else ""
+        self.rows.append([rel, f"Demo J. {pmcid}", pmcid, _LEGACY_UPDATED, pmid, license_])
+        self.stats["units"] += 1
         if error:
-            stats["unit_errors"][error] += 1
+            self.stats["unit_errors"][error] += 1
             return
-        stats["failed"]["unsafe_archive_member"] += unsafe
+        self.stats["failed"]["unsafe_archive_member"] += unsafe
         assert article is not None
-        plan.account("legacy", article)
-        stats["license_families"][_family(article)] += sum(
-            1 for f in article.figures for g in f.graphics if g.outcome == "ok"
-        )
+        self.plan.account("legacy", article)
+        self.stats["license_families"][_family(article)] += _ok_graphics(article)
 
-    def members_of(article: Article, key: str) -> list[tuple[str, bytes | None, str]]:
-        out: list[tuple[str, bytes | None, str]] = [(f"{key}/{key}.nxml", article.xml(), "file")]
-        for fig in article.figures:
-            for g in fig.graphics:
-                if g.file_name and g.outcome != "image_missing":
-                    out.append((f"{key}/{g.file_name}", g.data, "file"))
-        return out
+    def list_absent(self, pmcid: str) -> None:
+        """A file-list row whose package the mirror lacks."""
+        row = [_package_path(pmcid), "Demo J. absent", pmcid, _LEGACY_UPDATED, "", "CC BY"]
+        self.rows.append(row)
+        self.stats["units"] += 1
+        self.stats["skipped"]["package_absent"] += 1
 
-    # L1: exact duplicate image (shared with C8) and a figure with two graphics.
+    def write_file_list(self) -> None:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(self.rows)  # no header, like the real file
+        write_file(os.path.join(self.root, "oa_file_list.csv"), text.getvalue().encode())
+
+
+def _legacy_duplicate_image(plan: _Plan, mirror: _LegacyMirror, shared: dict[str, Any]) -> None:
+    """L1: the exact duplicate image (shared with C8) and a figure with two graphics."""
     a = Article(
         "PMC9100001",
         "39100001",
@@ -832,8 +771,12 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
     f2 = _figure(plan, "l1", 2, "ct")
     f2.graphics.append(Graphic(href="l1-g002b", file_name="l1-g002b.png", data=plan.image("ct")))
     a.figures = [f1, f2]
-    package("PMC9100001", members_of(a, "PMC9100001"), license_="CC BY", article=a)
-    # L2: non-commercial licence; a caption-less figure right after a captioned one.
+    mirror.package("PMC9100001", _package_members(a, "PMC9100001"), license_="CC BY", article=a)
+
+
+def _legacy_captionless(plan: _Plan, mirror: _LegacyMirror) -> str:
+    """L2: a non-commercial licence; a caption-less figure right after a captioned one.
+    Returns the caption-less record's id."""
     a = Article(
         "PMC9100002",
         "39100002",
@@ -849,9 +792,15 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
     bare.caption_xml = None
     bare.title = None
     a.figures = [_figure(plan, "l2", 1, "ct"), bare]
-    shared["captionless_record"] = "PMC9100002/l2-F2/0"
-    package("PMC9100002", members_of(a, "PMC9100002"), license_="CC BY-NC-ND", article=a)
-    # L3: the same figure as TIFF and JPEG in the package; the JPEG must be chosen.
+    mirror.package(
+        "PMC9100002", _package_members(a, "PMC9100002"), license_="CC BY-NC-ND", article=a
+    )
+    return "PMC9100002/l2-F2/0"
+
+
+def _legacy_tif_and_jpg(plan: _Plan, mirror: _LegacyMirror) -> str:
+    """L3: the same figure as TIFF and JPEG in the package; the JPEG must be chosen. Returns
+    the record's id."""
     a = Article(
         "PMC9100003", "39100003", "10.5555/demo.l3", "Hepatic MRI", "Demo Abdominal Radiology", 2019
     )
@@ -859,10 +808,14 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
     a.figures = [fig]
     tif = io.BytesIO()
     Image.open(io.BytesIO(fig.graphics[0].data or b"")).save(tif, "TIFF")
-    members = members_of(a, "PMC9100003") + [("PMC9100003/l3-g001.tif", tif.getvalue(), "file")]
-    shared["tif_and_jpg_record"] = "PMC9100003/l3-F1/0"
-    package("PMC9100003", members, license_="CC BY", article=a)
-    # L4: near-duplicates of C1's chest X-ray image family: re-encoded and resized.
+    members = _package_members(a, "PMC9100003")
+    members.append(("PMC9100003/l3-g001.tif", tif.getvalue(), "file"))
+    mirror.package("PMC9100003", members, license_="CC BY", article=a)
+    return "PMC9100003/l3-F1/0"
+
+
+def _legacy_near_duplicates(plan: _Plan, mirror: _LegacyMirror, shared: dict[str, Any]) -> None:
+    """L4: near-duplicates of C1's chest X-ray: re-encoded, and resized and re-encoded."""
     base = Image.open(io.BytesIO(shared["near_source"]))
     small = base.resize((base.width * 4 // 5, base.height * 4 // 5), Image.Resampling.BICUBIC)
     a = Article(
@@ -881,19 +834,22 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         [shared["near_source_record"], "PMC9100004/l4-F1/0"],
         [shared["near_source_record"], "PMC9100004/l4-F2/0"],
     ]
-    package("PMC9100004", members_of(a, "PMC9100004"), license_="CC BY", article=a)
-    # L5: truncated .tar.gz.
+    mirror.package("PMC9100004", _package_members(a, "PMC9100004"), license_="CC BY", article=a)
+
+
+def _legacy_broken_packages(plan: _Plan, mirror: _LegacyMirror) -> None:
+    """L5: a truncated .tar.gz; L6: unsafe members (.., absolute path, symlink) beside a good
+    article; L7: a package without any XML."""
     a = Article("PMC9100005", "39100005", "10.5555/demo.l5", "Truncated package", "Demo", 2020)
     a.figures = [_figure(plan, "l5", 1, "us")]
-    package(
+    mirror.package(
         "PMC9100005",
-        members_of(a, "PMC9100005"),
+        _package_members(a, "PMC9100005"),
         license_="CC BY",
         article=a,
         error="truncated_archive",
         truncate=True,
     )
-    # L6: unsafe members (.., absolute path, symlink) beside a good article.
     a = Article(
         "PMC9100006",
         "39100006",
@@ -903,59 +859,65 @@ def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         2021,
     )
     a.figures = [_figure(plan, "l6", 1, "us")]
-    members = members_of(a, "PMC9100006") + [
+    members = _package_members(a, "PMC9100006") + [
         ("PMC9100006/../../escape.txt", b"should never be read", "file"),
         ("/tmp/absolute.txt", b"should never be read", "file"),
         ("PMC9100006/l6-link.jpg", b"/etc/passwd", "symlink"),
     ]
-    package("PMC9100006", members, license_="CC BY", article=a, unsafe=3)
-    # L7: a package without any XML.
+    mirror.package("PMC9100006", members, license_="CC BY", article=a, unsafe=3)
     a = Article("PMC9100007", None, "10.5555/demo.l7", "No XML", "Demo", 2020)
     a.figures = [_figure(plan, "l7", 1, "ct")]
-    package(
+    mirror.package(
         "PMC9100007",
-        members_of(a, "PMC9100007")[1:],
+        _package_members(a, "PMC9100007")[1:],
         license_="CC BY",
         article=a,
         error="package_without_xml",
     )
-    # A file-list row whose package the mirror lacks.
-    rows.append(
-        [
-            "oa_package/99/00/PMC9100099.tar.gz",
-            "Demo J. absent",
-            "PMC9100099",
-            "2024-01-02 03:04:05",
-            "",
-            "CC BY",
-        ]
-    )
-    stats["units"] += 1
-    stats["skipped"]["package_absent"] += 1
-    text = io.StringIO()
-    import csv
-
-    csv.writer(text, lineterminator="\n").writerows(rows)  # no header, like the real file
-    _write(os.path.join(root, "oa_file_list.csv"), text.getvalue().encode())
 
 
-def _folder(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
-    stats = plan.layout("folder")
+def _legacy(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
+    """The legacy OA layout, packages L1-L7 in this order, then a listed but absent package."""
+    mirror = _LegacyMirror(plan, root)
+    _legacy_duplicate_image(plan, mirror, shared)
+    shared["captionless_record"] = _legacy_captionless(plan, mirror)
+    shared["tif_and_jpg_record"] = _legacy_tif_and_jpg(plan, mirror)
+    _legacy_near_duplicates(plan, mirror, shared)
+    _legacy_broken_packages(plan, mirror)
+    mirror.list_absent("PMC9100099")
+    mirror.write_file_list()
 
-    def article_file(rel: str, article: Article) -> None:
-        _write(os.path.join(root, rel), article.xml())
-        folder = os.path.dirname(os.path.join(root, rel))
+
+class _FolderTree:
+    """Writes `.nxml` files with their images beside them, counting what reading each gives."""
+
+    def __init__(self, plan: _Plan, root: str) -> None:
+        self.plan = plan
+        self.root = root
+        self.stats = plan.layout("folder")
+
+    def article(self, rel: str, article: Article) -> None:
+        write_file(os.path.join(self.root, rel), article.xml())
+        folder = os.path.dirname(os.path.join(self.root, rel))
         for fig in article.figures:
             for g in fig.graphics:
                 if g.file_name and g.outcome != "image_missing":
-                    _write(os.path.join(folder, g.file_name), g.data or b"")
-        stats["units"] += 1
-        plan.account("folder", article)
-        stats["license_families"][_family(article)] += sum(
-            1 for f in article.figures for g in f.graphics if g.outcome == "ok"
-        )
+                    write_file(os.path.join(folder, g.file_name), g.data or b"")
+        self.stats["units"] += 1
+        self.plan.account("folder", article)
+        self.stats["license_families"][_family(article)] += _ok_graphics(article)
 
-    # F1: a non-image file named .jpg; PMCID only in the file name.
+    def broken(self, rel: str, data: bytes, reason: str) -> None:
+        """A file that fails as one unit with the named reason."""
+        write_file(os.path.join(self.root, rel), data)
+        self.stats["units"] += 1
+        self.stats["unit_errors"][reason] += 1
+
+
+def _folder_articles(plan: _Plan, tree: _FolderTree, shared: dict[str, Any]) -> None:
+    """F1: a non-image file named .jpg, the PMCID only in the file name; F2: a deeper folder,
+    xlink:href not the graphic's first attribute, non-commercial; F3: the exact duplicate
+    caption+image pair with C8 figure 2."""
     a = Article(
         "PMC9200001",
         "39200001",
@@ -977,8 +939,7 @@ def _folder(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
             outcome="unreadable_image",
         ),
     ]
-    article_file("PMC9200001.nxml", a)
-    # F2: deeper folder; xlink:href is not the graphic's first attribute; non-commercial.
+    tree.article("PMC9200001.nxml", a)
     a = Article(
         "PMC9200002",
         "39200002",
@@ -993,8 +954,7 @@ def _folder(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         _figure(plan, "f2", 1, "us", href_not_first=True),
         _figure(plan, "f2", 2, "fundus", fmt="JPEG"),
     ]
-    article_file("journal_a/2022/PMC9200002.nxml", a)
-    # F3: exact duplicate caption+image pair with C8 figure 2.
+    tree.article("journal_a/2022/PMC9200002.nxml", a)
     a = Article(
         "PMC9200003",
         "39200003",
@@ -1007,77 +967,60 @@ def _folder(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
         _figure(plan, "f3", 1, "ct", data=shared["pair_image"], caption=shared["pair_caption"]),
         _figure(plan, "f3", 2, "he", fmt="JPEG"),
     ]
-    article_file("journal_b/PMC9200003.nxml", a)
-    # Broken files: each one unit that fails with a named reason.
-    broken = {
-        "broken/malformed.xml": (
-            b'<?xml version="1.0"?><article><front><article-meta>'
-            b"<title-group><article-title>Unclosed",
-            "malformed_xml",
-        ),
-        "broken/bomb.xml": (
-            b'<?xml version="1.0"?>\n<!DOCTYPE article [\n<!ENTITY lol "lol">\n'
-            + b"".join(
-                b'<!ENTITY lol%d "%s">\n' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-                for i in range(1, 10)
-            )
-            + b"]>\n<article><body><p>&lol9;</p></body></article>\n",
-            "hostile_xml",
-        ),
-        "broken/xxe.xml": (
-            b'<?xml version="1.0"?>\n<!DOCTYPE article [<!ENTITY xxe SYSTEM '
-            b'"file:///etc/passwd">]>\n<article><body><p>&xxe;</p></body></article>',
-            "hostile_xml",
-        ),
-        "broken/empty.xml": (b"", "empty_input"),
-        "broken/latin1.xml": (
-            (
-                '<?xml version="1.0" encoding="UTF-8"?><article><front><article-meta>'
-                "<title-group><article-title>Résumé of Ménière disease</article-title>"
-                "</title-group></article-meta></front></article>"
-            ).encode("latin-1"),
-            "not_utf8",
-        ),
-        "broken/not_jats.xml": (
-            b'<?xml version="1.0"?><html><body>hello</body></html>',
-            "not_jats",
-        ),
-    }
-    for rel, (data, reason) in broken.items():
-        _write(os.path.join(root, rel), data)
-        stats["units"] += 1
-        stats["unit_errors"][reason] += 1
+    tree.article("journal_b/PMC9200003.nxml", a)
 
 
-def generate_pmc_demo(out_dir: str, seed: int = 0) -> dict[str, Any]:
-    """Write the demo corpus under `out_dir` and return what was planted (expected counts)."""
-    plan = _Plan(seed)
-    shared: dict[str, Any] = {
-        "dup_image": plan.image("xray", "PNG"),
-        "pair_image": plan.image("ct", "PNG"),
-        "pair_caption": (
-            "Hepatic abscess.",
-            "Axial contrast-enhanced CT showing a multiloculated "
-            "hypodense lesion in segment VII of the liver with rim enhancement.",
-        ),
-        "family_of": _family,
-    }
-    roots = {name: os.path.join(out_dir, name) for name in ("cloud", "legacy", "folder")}
-    _cloud(plan, roots["cloud"], shared)
-    # Near-duplicate source: C1 v2 figure 1 (a JPEG chest X-ray), re-read from disk.
-    near_path = os.path.join(roots["cloud"], "PMC9000001.2", "c1-g001.jpg")
-    with open(near_path, "rb") as handle:
-        shared["near_source"] = handle.read()
-    shared["near_source_record"] = "PMC9000001/c1-F1/0"
-    _legacy(plan, roots["legacy"], shared)
-    _folder(plan, roots["folder"], shared)
+# Broken files of the folder layout: path -> (bytes, the unit error reading it must give).
+_BROKEN_FILES = {
+    "broken/malformed.xml": (
+        b'<?xml version="1.0"?><article><front><article-meta><title-group><article-title>Unclosed',
+        "malformed_xml",
+    ),
+    "broken/bomb.xml": (
+        b'<?xml version="1.0"?>\n<!DOCTYPE article [\n<!ENTITY lol "lol">\n'
+        + b"".join(
+            b'<!ENTITY lol%d "%s">\n' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+            for i in range(1, 10)
+        )
+        + b"]>\n<article><body><p>&lol9;</p></body></article>\n",
+        "hostile_xml",
+    ),
+    "broken/xxe.xml": (
+        b'<?xml version="1.0"?>\n<!DOCTYPE article [<!ENTITY xxe SYSTEM '
+        b'"file:///etc/passwd">]>\n<article><body><p>&xxe;</p></body></article>',
+        "hostile_xml",
+    ),
+    "broken/empty.xml": (b"", "empty_input"),
+    "broken/latin1.xml": (
+        (
+            '<?xml version="1.0" encoding="UTF-8"?><article><front><article-meta>'
+            "<title-group><article-title>Résumé of Ménière disease</article-title>"
+            "</title-group></article-meta></front></article>"
+        ).encode("latin-1"),
+        "not_utf8",
+    ),
+    "broken/not_jats.xml": (
+        b'<?xml version="1.0"?><html><body>hello</body></html>',
+        "not_jats",
+    ),
+}
 
-    def plain(stats: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in stats.items()
-        }
 
-    layouts = {name: {"path": roots[name], **plain(stats)} for name, stats in plan.layouts.items()}
+def _folder(plan: _Plan, root: str, shared: dict[str, Any]) -> None:
+    """The plain-folder layout: articles F1-F3, then the broken files."""
+    tree = _FolderTree(plan, root)
+    _folder_articles(plan, tree, shared)
+    for rel, (data, reason) in _BROKEN_FILES.items():
+        tree.broken(rel, data, reason)
+
+
+def _plain(stats: dict[str, Any]) -> dict[str, Any]:
+    """Counters as plain dicts with sorted keys (the planted dict is stored as JSON)."""
+    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in stats.items()}
+
+
+def _totals(plan: _Plan) -> dict[str, Any]:
+    """The three layouts' expected counts added up."""
     totals: dict[str, Any] = {"units": 0, "records": 0}
     for key in (
         "skipped",
@@ -1094,11 +1037,36 @@ def generate_pmc_demo(out_dir: str, seed: int = 0) -> dict[str, Any]:
     for stats in plan.layouts.values():
         totals["units"] += stats["units"]
         totals["records"] += stats["records"]
+    return totals
+
+
+def generate_pmc_demo(out_dir: str, seed: int = 0) -> dict[str, Any]:
+    """Write the demo corpus under `out_dir` and return what was planted (expected counts)."""
+    plan = _Plan(seed)
+    shared: dict[str, Any] = {
+        "dup_image": plan.image("xray", "PNG"),
+        "pair_image": plan.image("ct", "PNG"),
+        "pair_caption": (
+            "Hepatic abscess.",
+            "Axial contrast-enhanced CT showing a multiloculated "
+            "hypodense lesion in segment VII of the liver with rim enhancement.",
+        ),
+    }
+    roots = {name: os.path.join(out_dir, name) for name in ("cloud", "legacy", "folder")}
+    _cloud(plan, roots["cloud"], shared)
+    # Near-duplicate source: C1 v2 figure 1 (a JPEG chest X-ray), re-read from disk.
+    near_path = os.path.join(roots["cloud"], "PMC9000001.2", "c1-g001.jpg")
+    with open(near_path, "rb") as handle:
+        shared["near_source"] = handle.read()
+    shared["near_source_record"] = "PMC9000001/c1-F1/0"
+    _legacy(plan, roots["legacy"], shared)
+    _folder(plan, roots["folder"], shared)
+    layouts = {name: {"path": roots[name], **_plain(stats)} for name, stats in plan.layouts.items()}
     return {
         "seed": seed,
         "root": out_dir,
         "layouts": layouts,
-        "totals": totals,
+        "totals": _totals(plan),
         # Same image bytes in two articles (different captions).
         "exact_duplicate_images": [["PMC9000008/c8-F1/0", "PMC9100001/l1-F1/0"]],
         # Same caption and same image bytes in two articles.

@@ -25,10 +25,14 @@ import gzip
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+
+from curate.demo.drawing import chest_gradient, dicom_dataset, encode, to_image, write_file
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 MIMIC_OBSERVATIONS = [
     "Atelectasis",
@@ -194,56 +198,45 @@ _CP1252 = (
 ).encode("cp1252")
 
 
-def _pixels(rng: np.random.Generator, rows: int, cols: int, bits: int) -> np.ndarray:
-    """A smooth 'chest-like' gradient with a random blob, different for every image."""
-    y, x = np.mgrid[0:rows, 0:cols]
-    cy, cx = rng.integers(rows // 4, 3 * rows // 4), rng.integers(cols // 4, 3 * cols // 4)
-    blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * (rows / 6) ** 2))
-    base = 0.3 + 0.5 * (x / cols) * (y / rows) + 0.4 * blob + 0.05 * rng.random((rows, cols))
-    top = (1 << bits) - 1
-    return np.clip(base / base.max() * top, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
+def _write_dicom(path: Path, ds: Dataset, arr: np.ndarray, syntax: str) -> None:
+    """Save `ds` with `arr` as its pixels in transfer syntax `syntax`, and read it back: the
+    demo must only plant DICOM that decodes."""
+    import pydicom
+
+    _set_pixels(ds, arr, syntax)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    pydicom.dcmread(path).pixel_array  # noqa: B018 - decoding is the check
 
 
-def _dicom(
-    path: Path,
-    arr: np.ndarray,
+def _dicom_header(
     *,
     syntax: str,
     view: str,
-    photometric: str = "MONOCHROME2",
-    burned_in: str = "NO",
-    phi: dict[str, str] | None = None,
+    photometric: str,
+    burned_in: str,
+    phi: dict[str, str] | None,
     seed_uid: str,
-) -> None:
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
+) -> Dataset:
+    """A chest CR image's header, all but the pixels: UIDs derived from `seed_uid` (stable
+    across runs), the view, the burned-in flag and optional PHI."""
     from pydicom.uid import (
-        UID,
         ExplicitVRBigEndian,
         ExplicitVRLittleEndian,
         ImplicitVRLittleEndian,
         JPEGBaseline8Bit,
-        RLELossless,
         generate_uid,
     )
 
-    sop_class = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    instance = generate_uid(entropy_srcs=[seed_uid, "sop"])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = instance
-    meta.TransferSyntaxUID = {
+    transfer_syntax = {
         "explicit_le": ExplicitVRLittleEndian,
         "implicit_le": ImplicitVRLittleEndian,
         "explicit_be": ExplicitVRBigEndian,
         "rle": ExplicitVRLittleEndian,
         "jpeg_baseline": JPEGBaseline8Bit,
     }[syntax]
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = instance
+    sop_class = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    ds = dicom_dataset(sop_class, generate_uid(entropy_srcs=[seed_uid, "sop"]), transfer_syntax)
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[seed_uid.rsplit("/", 1)[0], "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed_uid, "series"])
     ds.Modality = "CR"
@@ -256,18 +249,24 @@ def _dicom(
         ds.InstitutionName = phi["InstitutionName"]
     ds.BurnedInAnnotation = burned_in
     ds.PixelSpacing = [0.139, 0.139]
+    ds.PhotometricInterpretation = photometric
+    return ds
+
+
+def _set_pixels(ds: Dataset, arr: np.ndarray, syntax: str) -> None:
+    """The image module and pixel data, encoded as `syntax` needs (JPEG, big endian, RLE)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
     ds.Rows, ds.Columns = arr.shape
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
     ds.PixelRepresentation = 0
     bits = 16 if arr.dtype == np.uint16 else 8
     ds.BitsAllocated = bits
     ds.BitsStored = 12 if bits == 16 else 8
     ds.HighBit = ds.BitsStored - 1
     if syntax == "jpeg_baseline":
-        buffer = io.BytesIO()
-        Image.fromarray(arr.astype(np.uint8), mode="L").save(buffer, format="JPEG", quality=90)
-        ds.PixelData = encapsulate([buffer.getvalue()])
+        ds.PixelData = encapsulate([encode(to_image(arr), "JPEG")])
         ds["PixelData"].VR = "OB"
         ds.LossyImageCompression = "01"
     elif syntax == "explicit_be":
@@ -276,19 +275,6 @@ def _dicom(
         ds.PixelData = arr.tobytes()
     if syntax == "rle":
         ds.compress(RLELossless, arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    pydicom.dcmread(path).pixel_array  # noqa: B018 - the demo must only plant readable DICOM
-
-
-def _jpeg(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.astype(np.uint8), mode="L").save(path, format="JPEG", quality=90)
-
-
-def _png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.astype(np.uint8), mode="L").save(path, format="PNG")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]], *, gz: bool = False) -> None:
@@ -297,8 +283,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]], *, gz: bool
     writer.writerow(header)
     writer.writerows(rows)
     data = buffer.getvalue().encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    write_file(path, gzip.compress(data, mtime=0) if gz else data)
 
 
 # (subject, study, report (str | bytes | None), images [(dicom_id, kind, view, options)], split)
@@ -419,59 +404,82 @@ _IU_PROJECTIONS = [
 _IU_MISSING_IMAGE = "3_IM-1384-2001.dcm.png"
 
 
-def generate_radiology_demo(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[str, Any]:
-    """Write the demo trees under `out_dir` and return what was planted (paths and counts)."""
-    out = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    mimic = out / "mimic_cxr"
-    files = mimic / "files"
+# ViewPosition -> the metadata CSV's ViewCodeSequence_CodeMeaning.
+_VIEW_MEANINGS = {
+    "PA": "postero-anterior",
+    "AP": "antero-posterior",
+    "LATERAL": "lateral",
+    "LL": "left lateral",
+}
+
+
+def _metadata_row(dicom_id: str, subject: str, study: str, view: str) -> list[Any]:
+    """One row of mimic-cxr-2.0.0-metadata.csv (every demo image is 96 x 80)."""
+    return [
+        dicom_id,
+        subject,
+        study,
+        "CHEST (PA AND LAT)",
+        view,
+        96,
+        80,
+        "21800101",
+        "101010.000",
+        "Chest 2 Views",
+        _VIEW_MEANINGS[view],
+        "Erect",
+    ]
+
+
+def _write_study_image(
+    study_dir: Path,
+    rng: np.random.Generator,
+    seed_uid: str,
+    image: tuple[str, str, str, dict[str, Any]],
+) -> None:
+    """One image of a study: a JPEG, a DICOM in the image's syntax, or nothing ("missing").
+    The pixels are drawn even for a missing file, so every image takes its draw."""
+    dicom_id, kind, view, opts = image
+    arr = chest_gradient(rng, 96, 80, 12 if opts.get("bits", 8) == 16 else 8)
+    if kind == "jpg":
+        write_file(study_dir / f"{dicom_id}.jpg", encode(to_image(arr), "JPEG"))
+    elif kind != "missing":
+        ds = _dicom_header(
+            syntax=kind,
+            view=view,
+            photometric=opts.get("photometric", "MONOCHROME2"),
+            burned_in=opts.get("burned_in", "NO"),
+            phi=opts.get("phi"),
+            seed_uid=seed_uid,
+        )
+        _write_dicom(study_dir / f"{dicom_id}.dcm", ds, arr, kind)
+
+
+def _write_mimic_studies(
+    files: Path, rng: np.random.Generator, seed: int
+) -> tuple[list[list[Any]], list[list[Any]], dict[str, int]]:
+    """Reports and images of every study; returns the metadata rows, the split rows and how
+    many DICOM files each transfer syntax got."""
     meta_rows: list[list[Any]] = []
     split_rows: list[list[Any]] = []
     syntaxes: dict[str, int] = {}
     for subject, study, report, images, split in _STUDIES:
         study_dir = files / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
         if report is not None:
-            report_path = study_dir.with_suffix(".txt")
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            report_path.write_bytes(report.encode("utf-8") if isinstance(report, str) else report)
-        for dicom_id, kind, view, opts in images:
-            arr = _pixels(rng, 96, 80, 12 if opts.get("bits", 8) == 16 else 8)
-            if kind == "jpg":
-                _jpeg(study_dir / f"{dicom_id}.jpg", arr)
-            elif kind != "missing":
-                _dicom(
-                    study_dir / f"{dicom_id}.dcm",
-                    arr,
-                    syntax=kind,
-                    view=view,
-                    photometric=opts.get("photometric", "MONOCHROME2"),
-                    burned_in=opts.get("burned_in", "NO"),
-                    phi=opts.get("phi"),
-                    seed_uid=f"{seed}/{subject}/{study}/{dicom_id}",
-                )
+            data = report.encode("utf-8") if isinstance(report, str) else report
+            write_file(study_dir.with_suffix(".txt"), data)
+        for image in images:
+            dicom_id, kind, view, _opts = image
+            _write_study_image(study_dir, rng, f"{seed}/{subject}/{study}/{dicom_id}", image)
+            if kind not in ("jpg", "missing"):
                 syntaxes[kind] = syntaxes.get(kind, 0) + 1
-            meta_rows.append(
-                [
-                    dicom_id,
-                    subject,
-                    study,
-                    "CHEST (PA AND LAT)",
-                    view,
-                    96,
-                    80,
-                    "21800101",
-                    "101010.000",
-                    "Chest 2 Views",
-                    {
-                        "PA": "postero-anterior",
-                        "AP": "antero-posterior",
-                        "LATERAL": "lateral",
-                        "LL": "left lateral",
-                    }[view],
-                    "Erect",
-                ]
-            )
+            meta_rows.append(_metadata_row(dicom_id, subject, study, view))
             split_rows.append([dicom_id, study, subject, split])
+    return meta_rows, split_rows, syntaxes
+
+
+def _write_mimic_csvs(mimic: Path, meta_rows: list[list[Any]], split_rows: list[list[Any]]) -> None:
+    """The gzip'd metadata CSV, the official split CSV and the CheXpert label CSV."""
     _write_csv(
         mimic / "mimic-cxr-2.0.0-metadata.csv.gz",
         [
@@ -505,7 +513,9 @@ def generate_radiology_demo(out_dir: str | os.PathLike[str], seed: int = 0) -> d
         ],
     )
 
-    iu = out / "iu_xray"
+
+def _write_iu_xray(iu: Path, rng: np.random.Generator) -> None:
+    """The two IU X-ray CSVs and a PNG for every projection but the planted missing one."""
     _write_csv(
         iu / "indiana_reports.csv",
         ["uid", "image", "indication", "comparison", "findings", "impression"],
@@ -514,8 +524,13 @@ def generate_radiology_demo(out_dir: str | os.PathLike[str], seed: int = 0) -> d
     _write_csv(iu / "indiana_projections.csv", ["uid", "filename", "projection"], _IU_PROJECTIONS)
     for _uid, filename, _projection in _IU_PROJECTIONS:
         if filename != _IU_MISSING_IMAGE:
-            _png(iu / "images" / "images_normalized" / filename, _pixels(rng, 64, 64, 8))
+            png = encode(to_image(chest_gradient(rng, 64, 64, 8)), "PNG")
+            write_file(iu / "images" / "images_normalized" / filename, png)
 
+
+def _planted(mimic: Path, iu: Path, syntaxes: dict[str, int]) -> dict[str, Any]:
+    """What the trees hold and what reading them must give (exact counts for the tests)."""
+    files = mimic / "files"
     image_rows = sum(len(images) for *_, images, _ in _STUDIES)
     return {
         "mimic_cxr": {
@@ -546,3 +561,16 @@ def generate_radiology_demo(out_dir: str | os.PathLike[str], seed: int = 0) -> d
             "unit_errors": {"empty_input": 1},
         },
     }
+
+
+def generate_radiology_demo(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[str, Any]:
+    """Write the demo trees under `out_dir` and return what was planted (paths and counts).
+
+    One generator draws the pixels of the MIMIC-CXR images first, then of the IU X-ray ones."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    mimic = out / "mimic_cxr"
+    meta_rows, split_rows, syntaxes = _write_mimic_studies(mimic / "files", rng, seed)
+    _write_mimic_csvs(mimic, meta_rows, split_rows)
+    _write_iu_xray(out / "iu_xray", rng)
+    return _planted(mimic, out / "iu_xray", syntaxes)

@@ -20,11 +20,12 @@ phantoms themselves are recomputed with `ct_phantom(shape, seed + PHANTOM_SEEDS[
 from __future__ import annotations
 
 import csv
-import gzip
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from curate.demo.drawing import dicom_dataset
 
 SERIES_PHI = {
     "PatientName": "Roe^Richard^Q",
@@ -89,18 +90,10 @@ def write_ct_slice(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """One CT Image Storage slice (explicit VR little endian, int16 stored = HU + 1024)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     sop_uid = generate_uid(entropy_srcs=[series_uid, str(instance)])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = sop_uid
+    ds = dicom_dataset(CTImageStorage, sop_uid, ExplicitVRLittleEndian)
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "for"])
@@ -193,11 +186,9 @@ REPORTS = {
 }
 
 
-def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
-    root = Path(out_dir) / "ct_rate"
-    volumes = root / "volumes"
+def _write_nifti_volumes(volumes: Path, seed: int) -> None:
+    """The NIfTI side: orientations, raw stored values, and the planted bad volumes."""
     volumes.mkdir(parents=True, exist_ok=True)
-
     phantom = ct_phantom((64, 64, 40), seed)
     # RAS, 0.8 x 0.8 x 2.0 mm
     _write_nifti(
@@ -227,19 +218,21 @@ def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     affine_perm[1, 2] = 0.9  # k -> anterior
     affine_perm[:, 3] = [-18, -18, -18, 1]
     _write_nifti(volumes / "valid_3_a_1.nii.gz", permuted, affine_perm)
-    # no report row
+    _write_bad_volumes(volumes, seed)
+
+
+def _write_bad_volumes(volumes: Path, seed: int) -> None:
+    """A volume without a report row, a truncated gzip and a zero slice spacing."""
     _write_nifti(
         volumes / "train_4_a_1.nii.gz",
         ct_phantom((32, 32, 16), seed + 3),
         np.diag([1.0, 1.0, 2.0, 1.0]),
     )
-    # truncated gzip
     good = volumes / "train_5_a_1.tmp.nii.gz"
     _write_nifti(good, ct_phantom((32, 32, 16), seed + 4), np.diag([1.0, 1.0, 2.0, 1.0]))
     data = good.read_bytes()
     good.unlink()
     (volumes / "train_5_a_1.nii.gz").write_bytes(data[: len(data) // 2])
-    # zero slice spacing in the header
     _write_nifti(
         volumes / "train_6_a_1.nii.gz",
         ct_phantom((32, 32, 16), seed + 5),
@@ -247,31 +240,36 @@ def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         zero_spacing=True,
     )
 
-    series_volume = ct_phantom((48, 40, 20), seed + 6)
-    series_spacing, origin = (0.9, 0.8, 2.5), (-21.6, -16.0, -100.0)
-    study = "1.2.826.0.1.3680043.8.498.1000"
-    write_ct_series(
-        root / "series" / "ct_series_ok",
-        series_volume,
-        spacing=series_spacing,
-        origin=origin,
-        series_uid=study + ".1",
-        study_uid=study,
-        phi=SERIES_PHI,
-        seed=seed,
-    )
-    write_ct_series(
-        root / "series" / "ct_series_gap",
-        series_volume,
-        spacing=series_spacing,
-        origin=origin,
-        series_uid=study + ".2",
-        study_uid=study,
-        skip=(7,),
-        phi=SERIES_PHI,
-        seed=seed,
-    )
 
+# The DICOM series: its geometry, and the study both series belong to.
+SERIES_SHAPE = (48, 40, 20)
+SERIES_SPACING = (0.9, 0.8, 2.5)
+SERIES_ORIGIN = (-21.6, -16.0, -100.0)
+_SERIES_STUDY_UID = "1.2.826.0.1.3680043.8.498.1000"
+
+
+def _write_series(series: Path, seed: int) -> None:
+    """The same phantom as a complete series and as one with slice 7 missing."""
+    volume = ct_phantom(SERIES_SHAPE, seed + 6)
+    for name, series_uid, skip in (
+        ("ct_series_ok", _SERIES_STUDY_UID + ".1", ()),
+        ("ct_series_gap", _SERIES_STUDY_UID + ".2", (7,)),
+    ):
+        write_ct_series(
+            series / name,
+            volume,
+            spacing=SERIES_SPACING,
+            origin=SERIES_ORIGIN,
+            series_uid=series_uid,
+            study_uid=_SERIES_STUDY_UID,
+            skip=skip,
+            phi=SERIES_PHI,
+            seed=seed,
+        )
+
+
+def _write_csvs(root: Path) -> None:
+    """reports.csv (the CT-RATE report columns) and metadata.csv (slope and intercept)."""
     with open(root / "reports.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -292,39 +290,37 @@ def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         for name in ("train_1_a_1", "train_1_a_2", "train_2_a_1", "valid_3_a_1"):
             writer.writerow([f"{name}.nii.gz", 1, -1024 if name == "train_2_a_1" else 0])
 
+
+def _kept_volume(
+    subject: str, split: str, spacing: tuple[float, ...], shape: tuple[int, ...]
+) -> dict[str, Any]:
+    return {
+        "subject_id": subject,
+        "source_split": split,
+        "original_spacing": spacing,
+        "original_shape": shape,
+    }
+
+
+def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Write `<out_dir>/ct_rate/` and return what was planted (see the module docstring)."""
+    root = Path(out_dir) / "ct_rate"
+    _write_nifti_volumes(root / "volumes", seed)
+    _write_series(root / "series", seed)
+    _write_csvs(root)
     return {
         "root": str(root),
         "reports_csv": str(root / "reports.csv"),
         "metadata_csv": str(root / "metadata.csv"),
         "kept": {
-            "train_1_a_1": {
-                "subject_id": "train_1",
-                "source_split": "train",
-                "original_spacing": (0.8, 0.8, 2.0),
-                "original_shape": (64, 64, 40),
-            },
-            "train_1_a_2": {
-                "subject_id": "train_1",
-                "source_split": "train",
-                "original_spacing": (0.8, 0.8, 2.0),
-                "original_shape": (64, 64, 40),
-            },
-            "train_2_a_1": {
-                "subject_id": "train_2",
-                "source_split": "train",
-                "original_spacing": (1.0, 1.0, 3.0),
-                "original_shape": (48, 56, 30),
-            },
-            "valid_3_a_1": {
-                "subject_id": "valid_3",
-                "source_split": "validation",
-                "original_spacing": (0.9, 0.9, 1.5),
-                "original_shape": (40, 40, 24),
-            },
+            "train_1_a_1": _kept_volume("train_1", "train", (0.8, 0.8, 2.0), (64, 64, 40)),
+            "train_1_a_2": _kept_volume("train_1", "train", (0.8, 0.8, 2.0), (64, 64, 40)),
+            "train_2_a_1": _kept_volume("train_2", "train", (1.0, 1.0, 3.0), (48, 56, 30)),
+            "valid_3_a_1": _kept_volume("valid_3", "validation", (0.9, 0.9, 1.5), (40, 40, 24)),
             "ct_series_ok": {
                 "source_split": None,
-                "original_spacing": series_spacing,
-                "original_shape": (48, 40, 20),
+                "original_spacing": SERIES_SPACING,
+                "original_shape": SERIES_SHAPE,
             },
         },
         "rejected": {"train_4_a_1": "report_missing"},
@@ -334,7 +330,7 @@ def generate_volume_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
             "ct_series_gap": "missing_slices",
         },
         "series_phi": dict(SERIES_PHI),
-        "series_origin": origin,
+        "series_origin": SERIES_ORIGIN,
     }
 
 
@@ -342,7 +338,3 @@ def _translate(x: float, y: float, z: float) -> np.ndarray:
     out = np.eye(4)
     out[:3, 3] = [x, y, z]
     return out
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)

@@ -22,7 +22,8 @@ import csv
 import gzip
 import io
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -38,25 +39,9 @@ from curate.stages import Failed, Record, Rejected
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dcm.gz")
 RASTER_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Frontal views first: the image most report-generation work pairs with the report.
-VIEW_ORDER = (
-    "PA",
-    "AP",
-    "FRONTAL",
-    "AP AXIAL",
-    "PA LLD",
-    "AP LLD",
-    "AP RLD",
-    "PA RLD",
-    "LATERAL",
-    "LL",
-    "RL",
-    "LAO",
-    "RAO",
-    "LPO",
-    "RPO",
-    "XTABLE LATERAL",
-    "SWIMMERS",
-)
+FRONTAL_VIEWS = ("PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD")
+OTHER_VIEWS = ("LATERAL", "LL", "RL", "LAO", "RAO", "LPO", "RPO", "XTABLE LATERAL", "SWIMMERS")
+VIEW_ORDER = FRONTAL_VIEWS + OTHER_VIEWS
 LABEL_VALUES = {
     "1": "positive",
     "1.0": "positive",
@@ -307,6 +292,36 @@ STRUCT_IMAGE_COLUMNS = (
 )
 
 
+Loaded = list[tuple[dict[str, Any], dict[str, Any]]]  # (image row, its columns) per image loaded
+
+
+@dataclass(frozen=True)
+class _Study:
+    """What every record of one study starts from: the schema's columns, filled with the
+    study's base fields, its text columns and the modality."""
+
+    base: dict[str, Any]
+    text: dict[str, Any]
+    options: RadiologyOptions
+    schema_fields: list[str]
+
+    def blank(self) -> dict[str, Any]:
+        record = dict.fromkeys(self.schema_fields)
+        record.update(self.base)
+        record.update(self.text)
+        record["modality"] = self.options.modality
+        return record
+
+    def record_id(self) -> str:
+        return f"{self.base['dataset']}/{self.base['subject_id']}/{self.base['study_id']}"
+
+    def image_record_id(self, image_id: str) -> str:
+        return f"{self.record_id()}/{image_id}"
+
+    def rejects_burned_in(self, burned_in_annotation: str | None) -> bool:
+        return self.options.reject_burned_in_annotation and burned_in_annotation == "YES"
+
+
 def assemble(
     *,
     base: dict[str, Any],
@@ -318,23 +333,31 @@ def assemble(
     unit_id: str,
 ) -> Iterator[Record | Rejected | Failed]:
     """Records of one study. `images`: dicts with image_id, uri (None = no image known),
-    missing (bool), view_position, view_description, split; loaded here, one at a time."""
+    missing (bool), view_position, view_description, split; loaded here, one at a time.
 
-    def empty() -> dict[str, Any]:
-        record = dict.fromkeys(schema_fields)
-        record.update(base)
-        record.update(text)
-        record["modality"] = options.modality
-        return record
-
+    Dead letters of images come first, then the image records (image mode) or the study
+    record and the rejects of the burned-in images it left out (study mode)."""
+    study = _Study(base, text, options, schema_fields)
     splits: set[str] = {str(image["split"]) for image in images if image.get("split")}
     if options.record_mode == "study" and len(splits) > 1:
         # checked before anything is yielded: the whole study is one dead letter
         raise MalformedMetadata(f"study {base['study_id']} has images in splits {sorted(splits)}")
+    loaded = yield from _load_images(study, images, unit_uri=unit_uri, unit_id=unit_id)
+    if options.record_mode == "image":
+        yield from _image_records(study, loaded, has_images=bool(images))
+    else:
+        yield from _study_records(study, loaded, splits)
 
-    loaded: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+def _load_images(
+    study: _Study, images: list[dict[str, Any]], *, unit_uri: str, unit_id: str
+) -> Generator[Rejected | Failed, None, Loaded]:
+    """Load the images one at a time. Yields a dead letter for each missing or unreadable
+    image and, in image mode, a text-only reject for each image the source has no folder for;
+    returns the images that loaded, with their columns."""
+    loaded: Loaded = []
     for image in images:
-        record_id = f"{base['dataset']}/{base['subject_id']}/{base['study_id']}/{image['image_id']}"
+        record_id = study.image_record_id(image["image_id"])
         if image.get("missing"):
             exc: Exception = MissingFile(f"metadata names {image['uri']}, which does not exist")
             yield Failed.from_exception(
@@ -346,58 +369,71 @@ def assemble(
             )
             continue
         if image.get("uri") is None:  # the source has no image folder: text-only reject
-            if options.record_mode == "image":
-                record = empty()
-                record.update(
-                    record_mode="image",
-                    record_id=record_id,
-                    image_id=image["image_id"],
-                    view_position=image.get("view_position"),
-                    view_description=image.get("view_description"),
-                    split=image.get("split") or base.get("split"),
-                    image_count=0,
-                )
-                yield Rejected(record=record, reason="image_missing", stage="read")
+            if study.options.record_mode == "image":
+                yield _text_only_reject(study, image, record_id)
             continue
         try:
-            columns = load_image(image["uri"], options)
+            columns = load_image(image["uri"], study.options)
         except Exception as exc:  # noqa: BLE001 - one bad image is one dead letter
             yield Failed.from_exception(
                 exc, stage="read", source_uri=image["uri"], unit_id=unit_id, record_id=record_id
             )
             continue
         loaded.append((image, columns))
+    return loaded
 
-    if options.record_mode == "image":
-        for image, columns in loaded:
-            record = empty()
-            dicom_view = columns.pop("dicom_view_position", None)
-            record.update(columns)
-            record.update(
-                record_mode="image",
-                record_id=f"{base['dataset']}/{base['subject_id']}/{base['study_id']}/{image['image_id']}",
-                image_id=image["image_id"],
-                view_position=image.get("view_position") or dicom_view,
-                view_description=image.get("view_description"),
-                split=image.get("split") or base.get("split"),
-                image_count=1,
-            )
-            if options.reject_burned_in_annotation and record["burned_in_annotation"] == "YES":
-                record["image"] = None  # never copy pixels with burned-in PHI into the rejects
-                yield Rejected(record=record, reason="burned_in_annotation", stage="read")
-            else:
-                yield record
-        if not images:
-            record = empty()
-            record.update(
-                record_mode="image",
-                record_id=f"{base['dataset']}/{base['subject_id']}/{base['study_id']}",
-                image_count=0,
-            )
-            yield Rejected(record=record, reason="image_missing", stage="read")
-        return
 
-    # study mode
+def _text_only_reject(study: _Study, image: dict[str, Any], record_id: str) -> Rejected:
+    """An image row without pixels to read: the text stays available among the rejects."""
+    record = study.blank()
+    record.update(
+        record_mode="image",
+        record_id=record_id,
+        image_id=image["image_id"],
+        view_position=image.get("view_position"),
+        view_description=image.get("view_description"),
+        split=image.get("split") or study.base.get("split"),
+        image_count=0,
+    )
+    return Rejected(record=record, reason="image_missing", stage="read")
+
+
+def _image_records(study: _Study, loaded: Loaded, has_images: bool) -> Iterator[Record | Rejected]:
+    """Image mode: one record per loaded image; a study without image rows is one reject."""
+    for image, columns in loaded:
+        yield _image_record(study, image, columns)
+    if not has_images:
+        record = study.blank()
+        record.update(record_mode="image", record_id=study.record_id(), image_count=0)
+        yield Rejected(record=record, reason="image_missing", stage="read")
+
+
+def _image_record(
+    study: _Study, image: dict[str, Any], columns: dict[str, Any]
+) -> Record | Rejected:
+    """The record of one loaded image, or its reject when the pixels carry burned-in PHI."""
+    record = study.blank()
+    dicom_view = columns.pop("dicom_view_position", None)
+    record.update(columns)
+    record.update(
+        record_mode="image",
+        record_id=study.image_record_id(image["image_id"]),
+        image_id=image["image_id"],
+        view_position=image.get("view_position") or dicom_view,
+        view_description=image.get("view_description"),
+        split=image.get("split") or study.base.get("split"),
+        image_count=1,
+    )
+    if study.rejects_burned_in(record["burned_in_annotation"]):
+        record["image"] = None  # never copy pixels with burned-in PHI into the rejects
+        return Rejected(record=record, reason="burned_in_annotation", stage="read")
+    return record
+
+
+def _image_structs(
+    study: _Study, loaded: Loaded
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The `images` entries of a study record, frontal views first: (kept, burned-in)."""
     kept: list[dict[str, Any]] = []
     burned: list[dict[str, Any]] = []
     for image, columns in sorted(
@@ -411,17 +447,22 @@ def assemble(
         struct["image_id"] = image["image_id"]
         struct["view_position"] = image.get("view_position") or columns.get("dicom_view_position")
         struct["view_description"] = image.get("view_description")
-        if options.reject_burned_in_annotation and columns["burned_in_annotation"] == "YES":
-            burned.append(struct)
-        else:
-            kept.append(struct)
-    record = empty()
+        keep = not study.rejects_burned_in(columns["burned_in_annotation"])
+        (kept if keep else burned).append(struct)
+    return kept, burned
+
+
+def _study_records(study: _Study, loaded: Loaded, splits: set[str]) -> Iterator[Record | Rejected]:
+    """Study mode: one record holding the kept images (or one reject when none is kept),
+    then a reject for each burned-in image a kept study record left out."""
+    kept, burned = _image_structs(study, loaded)
+    record = study.blank()
     record.update(
         record_mode="study",
-        record_id=f"{base['dataset']}/{base['subject_id']}/{base['study_id']}",
+        record_id=study.record_id(),
         images=kept,
         image_count=len(kept),
-        split=next(iter(splits)) if splits else base.get("split"),
+        split=next(iter(splits)) if splits else study.base.get("split"),
     )
     if kept:
         yield record
@@ -433,19 +474,20 @@ def assemble(
         record["images"] = None
         yield Rejected(record=record, reason="image_missing", stage="read")
     if burned and kept:
-        for struct in burned:  # account for each burned-in image the study record left out
-            reject = empty()
-            reject.update(
-                record_mode="image",
-                record_id=f"{base['dataset']}/{base['subject_id']}/{base['study_id']}/{struct['image_id']}",
-                image_id=struct["image_id"],
-                view_position=struct["view_position"],
-                image_count=1,
-                burned_in_annotation="YES",
-                **{
-                    k: v
-                    for k, v in struct.items()
-                    if k not in ("image", "image_id", "view_position")
-                },
-            )
-            yield Rejected(record=reject, reason="burned_in_annotation", stage="read")
+        for struct in burned:
+            yield _burned_in_reject(study, struct)
+
+
+def _burned_in_reject(study: _Study, struct: dict[str, Any]) -> Rejected:
+    """Accounts for one burned-in image a study record left out (without its pixels)."""
+    reject = study.blank()
+    reject.update(
+        record_mode="image",
+        record_id=study.image_record_id(struct["image_id"]),
+        image_id=struct["image_id"],
+        view_position=struct["view_position"],
+        image_count=1,
+        burned_in_annotation="YES",
+        **{k: v for k, v in struct.items() if k not in ("image", "image_id", "view_position")},
+    )
+    return Rejected(record=reject, reason="burned_in_annotation", stage="read")
