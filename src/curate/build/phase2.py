@@ -1,34 +1,32 @@
-"""Phase 2: global decisions on compact attributes, then the outputs.
+"""Phase 2: global decisions on compact rows, then the outputs written from the task files.
 
-The graph, in order: read the phase-1 task files -> exact duplicates (caption+image, image
-sha256) and the optional drop transforms (near/semantic dedup, image-text quality,
-benchmark decontamination) -> one decision per record -> apply the decisions to the full
-records -> write shards, rejects, errors and instruction tables. Each step is one composite,
-labelled transform, so the runner's graph reads like this docstring.
+The graph, in order: read compact rows (ids, split, hashes) of the phase-1 task files ->
+exact duplicates (caption+image, image sha256) and the optional drop transforms (near/semantic
+dedup, image-text quality, benchmark decontamination) -> one decision per record -> shards and
+rejects written from the task files (`task_outputs`: only ids and decisions shuffle) -> errors
+and instruction tables. Each step is one composite, labelled transform, so the runner's graph
+reads like this docstring.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import apache_beam as beam
 
 from curate import fs
+from curate.build.task_outputs import KEPT, WriteFromTasks, task_file
 from curate.dedup.config import NearDedupConfig
+from curate.dedup.exact import Decision, caption_image_key, group_drops, text_field
 from curate.instruct.config import InstructConfig
 from curate.schema import ERROR_SCHEMA, RecordSchema, load_schema, reject_schema
 from curate.shards import layout
 from curate.shards.beam import WriteFlatFiles, WriteSettings, WriteSplitShards
 from curate.shards.writer import read_rows
 from curate.spec import Spec
-from curate.stages import Rejected
-
-Decision = tuple[str, str, str | None]  # (stage, reason, duplicate_of)
 
 # When several phase-2 methods drop the same record, the first in this order names the reason.
 DROP_PRIORITY = (
@@ -42,25 +40,15 @@ DROP_PRIORITY = (
 # Reject stages that phase 2 assigns (the manifest counts them as phase-2 rejects).
 PHASE2_STAGE_PREFIXES = ("dedup", "decontaminate", "quality")
 
-TEXT_FIELDS_FOR_EXACT_DEDUP = ("caption", "report_text", "findings")
-
 
 # ---- exact duplicates on compact rows ----------------------------------------------------------
 
 
-def normalise_text(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text or "").casefold()
-    return " ".join(text.split())
-
-
-def text_field(schema: RecordSchema) -> str | None:
-    for name in TEXT_FIELDS_FOR_EXACT_DEDUP:
-        if name in schema.field_names:
-            return name
-    return None
-
-
-def read_compact(path: str, text_field: str | None, has_image: bool) -> Iterator[dict[str, Any]]:
+def read_compact(
+    item: tuple[str, str], text_field: str | None, has_image: bool
+) -> Iterator[dict[str, Any]]:
+    """(task id, kept file) -> compact rows: id, split, task, image digest, caption key."""
+    task_id, path = item
     columns = (
         ["record_id", "split"]
         + (["image_sha256"] if has_image else [])
@@ -68,26 +56,13 @@ def read_compact(path: str, text_field: str | None, has_image: bool) -> Iterator
     )
     for row in read_rows(path, columns=columns):
         image = row.get("image_sha256")
-        text = row.get(text_field) if text_field else None
-        caption_key = None
-        if image and text is not None:
-            caption_key = hashlib.sha256(f"{normalise_text(text)}\x00{image}".encode()).hexdigest()
         yield {
             "record_id": row["record_id"],
             "split": row["split"],
+            "task_id": task_id,
             "image_sha256": image,
-            "caption_key": caption_key,
+            "caption_key": caption_image_key(row.get(text_field) if text_field else None, image),
         }
-
-
-def group_drops(
-    item: tuple[str, Iterable[str]], reason: str, stage: str
-) -> Iterator[tuple[str, Decision]]:
-    """Keep the smallest record id of each group; the others duplicate it."""
-    _, ids = item
-    ordered = sorted(set(ids))
-    for record_id in ordered[1:]:
-        yield record_id, (stage, reason, ordered[0])
 
 
 def _caption_image_key(row: dict[str, Any]) -> list[tuple[str, str]]:
@@ -99,19 +74,16 @@ def _image_key(row: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 class ExactDuplicates(beam.PTransform):
-    """Kept-file paths -> (record_id, decision) for exact copies, read from compact columns."""
+    """Compact rows -> (record_id, decision) for exact copies."""
 
     def __init__(self, schema: RecordSchema, caption_image: bool, image_sha256: bool) -> None:
         super().__init__()
-        self.text_field = text_field(schema)
-        self.has_image = "image_sha256" in schema.field_names
-        self.caption_image = caption_image and self.text_field is not None and self.has_image
-        self.image_sha256 = image_sha256 and self.has_image
+        has_text = text_field(schema.field_names) is not None
+        has_image = "image_sha256" in schema.field_names
+        self.caption_image = caption_image and has_text and has_image
+        self.image_sha256 = image_sha256 and has_image
 
-    def expand(self, kept_paths: Any) -> tuple[Any, ...]:
-        compact = kept_paths | "ReadCompact" >> beam.FlatMap(
-            read_compact, self.text_field, self.has_image
-        )
+    def expand(self, compact: Any) -> tuple[Any, ...]:
         drops = []
         if self.caption_image:
             drops.append(
@@ -158,6 +130,12 @@ def _write_jsonl(rows: list[dict[str, Any]], path: str) -> None:
     ordered = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
     payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in ordered)
     fs.write_bytes_atomic(path, payload.encode())
+
+
+def needs_full_records(spec: Spec) -> bool:
+    """Whether an optional drop transform reads the records (to hash or embed them)."""
+    sections = (spec.dedup.near, spec.dedup.semantic, spec.dedup.decontam, spec.embed)
+    return any(_if_enabled(section) is not None for section in sections)  # type: ignore[type-var]
 
 
 def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
@@ -221,7 +199,7 @@ def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
     return drops
 
 
-# ---- decisions applied to full records ---------------------------------------------------------
+# ---- one decision per record -------------------------------------------------------------------
 
 
 def first_by_priority(decisions: Iterable[Decision]) -> Decision:
@@ -229,44 +207,15 @@ def first_by_priority(decisions: Iterable[Decision]) -> Decision:
     return min(decisions, key=lambda d: (rank.get(d[0], len(rank)), d[1], d[2] or ""))
 
 
-class _ApplyDecision(beam.DoFn):
-    def process(self, item: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
-        _, grouped = item
-        for record in grouped["record"]:
-            decision = grouped["decision"][0] if grouped["decision"] else None
-            if decision is None:
-                yield record
-            else:
-                stage, reason, duplicate_of = decision
-                rejected = Rejected(
-                    record=record, reason=reason, stage=stage, duplicate_of=duplicate_of
-                )
-                yield beam.pvalue.TaggedOutput("rejected", rejected.as_row())
+class OneDecisionPerRecord(beam.PTransform):
+    """Drop PCollections (at least one) -> (record_id, decision): DROP_PRIORITY names the
+    reason."""
 
-
-def _key_by_id(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return record["record_id"], record
-
-
-class ApplyDecisions(beam.PTransform):
-    """(full records, *drop PCollections) -> tagged `kept` records and `rejected` rows: one
-    decision per record (DROP_PRIORITY names the reason), joined by record id."""
-
-    def expand(self, inputs: tuple[Any, ...]) -> Any:
-        records, *drops = inputs
-        if drops:
-            decisions = (
-                tuple(drops)
-                | "AllDrops" >> beam.Flatten()
-                | "OneDecisionPerRecord" >> beam.CombinePerKey(first_by_priority)
-            )
-        else:
-            decisions = records.pipeline | "NoDrops" >> beam.Create([])
-        full = records | "KeyById" >> beam.Map(_key_by_id)
+    def expand(self, drops: tuple[Any, ...]) -> Any:
         return (
-            {"record": full, "decision": decisions}
-            | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Apply" >> beam.ParDo(_ApplyDecision()).with_outputs("rejected", main="kept")
+            drops
+            | "AllDrops" >> beam.Flatten()
+            | "FirstByPriority" >> beam.CombinePerKey(first_by_priority)
         )
 
 
@@ -335,7 +284,7 @@ def clear_outputs(out_dir: str) -> None:
 
 
 def task_files(out_dir: str, tasks: list[dict[str, Any]], name: str) -> list[str]:
-    return [fs.join(out_dir, layout.WORK, "tasks", t["task_id"], name) for t in tasks]
+    return [task_file(out_dir, t["task_id"], name) for t in tasks]
 
 
 def run_phase2(spec: Spec, out_dir: str, tasks: list[dict[str, Any]], runner: Any) -> Any:
@@ -346,35 +295,44 @@ def run_phase2(spec: Spec, out_dir: str, tasks: list[dict[str, Any]], runner: An
     settings = WriteSettings(out.compression, out.compression_level, out.row_group_rows)
     beam_runner, options = runner.make()
     p = beam.Pipeline(runner=beam_runner, options=options)
-    kept_paths = p | "KeptFiles" >> beam.Create(
-        task_files(out_dir, tasks, "kept.parquet"), reshuffle=False
+    task_ids = [t["task_id"] for t in tasks]
+    kept_files = [(t, task_file(out_dir, t, "kept.parquet")) for t in task_ids]
+    compact = (
+        p
+        | "KeptFiles" >> beam.Create(kept_files, reshuffle=False)
+        | "ReadCompact"
+        >> beam.FlatMap(
+            read_compact, text_field(schema.field_names), "image_sha256" in schema.field_names
+        )
     )
     exact = spec.dedup.exact
     drops = list(
-        kept_paths
+        compact
         | "ExactDuplicates" >> ExactDuplicates(schema, exact.caption_image, exact.image_sha256)
     )
-    records = kept_paths | "ReadFull" >> beam.FlatMap(read_rows)
-    drops.extend(optional_drops(spec, records, out_dir))
-    applied = (records, *drops) | "ApplyDecisions" >> ApplyDecisions()
-    _ = applied.kept | "Shards" >> WriteSplitShards(
-        out_dir, "shards", schema.arrow, settings, out.shard_rows
-    )
+    if needs_full_records(spec):
+        # Read, not shuffled: the stages below reduce each record to hashes or vectors first.
+        records = (
+            p
+            | "KeptFilesFull" >> beam.Create([path for _, path in kept_files], reshuffle=False)
+            | "ReadFull" >> beam.FlatMap(read_rows)
+        )
+        drops.extend(optional_drops(spec, records, out_dir))
+    if not drops:  # nothing can drop a record: an empty decision set
+        drops.append(p | "NoDrops" >> beam.Create([]))
+    decisions = tuple(drops) | "OneDecisionPerRecord" >> OneDecisionPerRecord()
     instruct = instruct_config(spec)
+    written = (
+        p | "TaskIds" >> beam.Create(task_ids, reshuffle=False),
+        compact,
+        decisions,
+    ) | "ShardsAndRejects" >> WriteFromTasks(
+        out_dir, schema, settings, out.shard_rows, emit_kept=instruct is not None
+    )
     if instruct is not None:
-        _ = applied.kept | "Instructions" >> WriteInstructions(
+        _ = written[KEPT] | "Instructions" >> WriteInstructions(
             instruct, out_dir, settings, out.shard_rows
         )
-    phase1_rejects = (
-        p
-        | "RejectFiles"
-        >> beam.Create(task_files(out_dir, tasks, "rejects.parquet"), reshuffle=False)
-        | "ReadRejects" >> beam.FlatMap(read_rows)
-    )
-    all_rejects = (phase1_rejects, applied.rejected) | "AllRejects" >> beam.Flatten()
-    _ = all_rejects | "Rejects" >> WriteFlatFiles(
-        out_dir, layout.REJECTS, reject_schema(schema), settings, out.shard_rows, "record_id"
-    )
     errors = (
         p
         | "ErrorFiles" >> beam.Create(task_files(out_dir, tasks, "errors.parquet"), reshuffle=False)
