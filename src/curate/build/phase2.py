@@ -26,6 +26,7 @@ from curate.schema import ERROR_SCHEMA, RecordSchema, load_schema, reject_schema
 from curate.shards import layout
 from curate.shards.beam import WriteFlatFiles, WriteSettings, WriteSplitShards
 from curate.shards.writer import read_rows
+from curate.shuffle import MeasuredGroupByKey, MeasureShuffle
 from curate.spec import Spec
 
 # When several phase-2 methods drop the same record, the first in this order names the reason.
@@ -89,7 +90,7 @@ class ExactDuplicates(beam.PTransform):
             drops.append(
                 compact
                 | "CaptionImageKey" >> beam.FlatMap(_caption_image_key)
-                | "GroupCaptionImage" >> beam.GroupByKey()
+                | "GroupCaptionImage" >> MeasuredGroupByKey("phase2.exact_caption_image")
                 | "CaptionImageDrops"
                 >> beam.FlatMap(group_drops, "duplicate_caption_image", "dedup:exact_caption_image")
             )
@@ -97,7 +98,7 @@ class ExactDuplicates(beam.PTransform):
             drops.append(
                 compact
                 | "ImageKey" >> beam.FlatMap(_image_key)
-                | "GroupImage" >> beam.GroupByKey()
+                | "GroupImage" >> MeasuredGroupByKey("phase2.exact_image")
                 | "ImageDrops" >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
             )
         return tuple(drops)
@@ -215,6 +216,7 @@ class OneDecisionPerRecord(beam.PTransform):
         return (
             drops
             | "AllDrops" >> beam.Flatten()
+            | "Measure" >> MeasureShuffle("phase2.decisions")
             | "FirstByPriority" >> beam.CombinePerKey(first_by_priority)
         )
 

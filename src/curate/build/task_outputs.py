@@ -24,6 +24,7 @@ from curate.shards import layout
 from curate.shards.beam import FlatPath, ShardPath, WriteSettings, write_group
 from curate.shards.packing import file_of_task
 from curate.shards.writer import count_rows, read_rows
+from curate.shuffle import MeasuredCoGroupByKey, MeasuredGroupByKey
 from curate.stages import Rejected
 
 Decision = tuple[str, str, str | None]  # (stage, reason, duplicate_of)
@@ -166,12 +167,12 @@ class WriteFromTasks(beam.PTransform):
         by_id = compact | "ById" >> beam.Map(lambda r: (r["record_id"], (r["task_id"], r["split"])))
         records = (
             {"row": by_id, "decision": decisions}
-            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "JoinDecisions" >> MeasuredCoGroupByKey("phase2.join_decisions")
             | "ByTask" >> beam.FlatMap(_fate_item)
         )
         fates = (
             {"task": task_ids | "KeyTasks" >> beam.Map(lambda t: (t, None)), "record": records}
-            | "GroupTasks" >> beam.CoGroupByKey()
+            | "GroupTasks" >> MeasuredCoGroupByKey("phase2.group_tasks")
             | "Fates" >> beam.ParDo(_TaskFates(self.out_dir))
         )
         plan = (
@@ -182,7 +183,7 @@ class WriteFromTasks(beam.PTransform):
         outputs = (
             fates
             | "Assign" >> beam.FlatMap(_assign, plan=beam.pvalue.AsSingleton(plan))
-            | "GroupFiles" >> beam.GroupByKey()
+            | "GroupFiles" >> MeasuredGroupByKey("phase2.group_files")
             | "Write"
             >> beam.ParDo(
                 _WriteTaskFile(self.out_dir, self.schema, self.settings, self.emit_kept)

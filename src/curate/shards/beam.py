@@ -16,6 +16,7 @@ from curate import fs
 from curate.shards import layout
 from curate.shards.layout import stable_bucket
 from curate.shards.writer import digest_path, write_parquet
+from curate.shuffle import MeasuredGroupByKey
 
 
 @dataclass
@@ -108,7 +109,7 @@ class WriteSplitShards(beam.PTransform):
             rows
             | "ShardKey"
             >> beam.Map(shard_key, counts=beam.pvalue.AsDict(counts), shard_rows=self.shard_rows)
-            | "GroupShards" >> beam.GroupByKey()
+            | "GroupShards" >> MeasuredGroupByKey(f"{self.table}.write")
             | "WriteShards"
             >> beam.Map(
                 write_group,
@@ -147,7 +148,7 @@ class WriteFlatFiles(beam.PTransform):
                 shard_rows=self.shard_rows,
                 id_field=self.sort_field,
             )
-            | "Group" >> beam.GroupByKey()
+            | "Group" >> MeasuredGroupByKey(f"{self.folder}.write")
             | "Write"
             >> beam.Map(
                 write_group,
