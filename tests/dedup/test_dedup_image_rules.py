@@ -29,6 +29,9 @@ def _png(array: np.ndarray) -> bytes:
 def test_rules_are_registered():
     for name in ("image_not_blank.v1", "image_min_size.v1", "image_aspect_ratio.v1"):
         assert get_rule(name).name == name
+    # The two size rules are old names (aliases) of the canonical size rules.
+    assert get_rule("image_min_size.v1").alias_of == "image_min_side.v1"
+    assert get_rule("image_aspect_ratio.v1").alias_of == "aspect_ratio.v1"
 
 
 def test_quality_chain_drops_with_reasons():
@@ -46,7 +49,7 @@ def test_quality_chain_drops_with_reasons():
     assert [(r.record["record_id"], r.reason) for r in result.rejected] == [
         ("blank", "blank_image"),
         ("tiny", "image_too_small"),
-        ("strip", "extreme_aspect_ratio"),
+        ("strip", "aspect_ratio_extreme"),
     ]
     assert all(isinstance(r, Rejected) for r in result.rejected)
     assert [(f.record_id, f.reason) for f in result.failed] == [("broken", "unreadable_image")]

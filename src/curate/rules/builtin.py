@@ -1,4 +1,5 @@
-"""Built-in rules. Parameters and their reasons live in `curation_rules/*.yaml`."""
+"""Built-in rules on text and metadata (image rules: `image_quality`). Parameters and their
+reasons live in `curation_rules/*.yaml`."""
 
 from __future__ import annotations
 
@@ -45,36 +46,6 @@ class CaptionWords(Filter):
         if not text:
             return False, "caption_empty"
         return len(_WORD.findall(text)) >= self.min_words and len(text) >= self.min_chars
-
-
-@register_rule
-class ImageMinSide(Filter):
-    name = "image_min_side.v1"
-    default_reason = "image_too_small"
-
-    def __init__(self, min_side: int) -> None:
-        super().__init__(min_side=min_side)
-        self.min_side = min_side
-
-    def filter(self, record: Record) -> bool:
-        w, h = record.get("image_width"), record.get("image_height")
-        return w is not None and h is not None and min(w, h) >= self.min_side
-
-
-@register_rule
-class AspectRatio(Filter):
-    name = "aspect_ratio.v1"
-    default_reason = "aspect_ratio_extreme"
-
-    def __init__(self, max_ratio: float) -> None:
-        super().__init__(max_ratio=max_ratio)
-        self.max_ratio = max_ratio
-
-    def filter(self, record: Record) -> bool:
-        w, h = record.get("image_width"), record.get("image_height")
-        if not w or not h:
-            return False
-        return max(w, h) / min(w, h) <= self.max_ratio
 
 
 @register_rule

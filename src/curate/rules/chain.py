@@ -1,7 +1,7 @@
 """Rule chains: the catalogue of registered rules and the stage that applies them in order.
 
-Importing this module registers every built-in rule (`builtin`, `image_quality`), so a name in
-a rule file always resolves; the registry itself imports no rule module.
+Importing this module registers every built-in rule and alias (`builtin`, `image_quality`), so
+a name in a rule file always resolves; the registry itself imports no rule module.
 """
 
 from __future__ import annotations
