@@ -1,6 +1,7 @@
-"""Versioned rule classes (mechanism) chosen and parameterised by `curation_rules/*.yaml` (policy)."""
+"""Versioned rule classes (mechanism) chosen and parameterised by `curation_rules/*.yaml` (policy).
 
-from curate.rules.chain import RuleChain, get_rule, registered_rules
-from curate.rules.registry import Filter, register_rule
-
-__all__ = ["Filter", "RuleChain", "get_rule", "register_rule", "registered_rules"]
+`registry` (the mechanism), `builtin` and `image_quality` (the rules), `chain` (the catalogue
+and the stage that applies rules), `files` (rule files), `backed` (configs read from rule
+files), `similarity` (image-text score). Import what you need from those modules: this package
+imports nothing, so a config that only needs `backed` does not load the image rules.
+"""

@@ -4,14 +4,17 @@ caption embeddings (one model's two towers) agree too little are dropped in phas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from curate.errors import SpecError
 from curate.rules.backed import RuleBacked
+
+if TYPE_CHECKING:  # numpy only where scores are computed: the spec imports this module
+    import numpy as np
 
 LOW_SIMILARITY_REASON = "low_image_text_similarity"
 
@@ -40,6 +43,8 @@ def clip_scores(
     text_vectors: Mapping[str, np.ndarray],
 ) -> dict[str, float]:
     """Cosine similarity of each record's image and text embedding (same model, both towers)."""
+    import numpy as np
+
     out: dict[str, float] = {}
     for rid in sorted(set(image_vectors) & set(text_vectors)):
         a = np.asarray(image_vectors[rid], dtype=np.float32)
@@ -74,7 +79,7 @@ def score_cutoff(scores: Mapping[str, float], config: QualityConfig) -> float | 
     if config.keep_top_fraction is None or not scores:
         return None
     ordered = sorted(scores.values(), reverse=True)
-    keep = max(1, int(np.ceil(config.keep_top_fraction * len(ordered))))
+    keep = max(1, math.ceil(config.keep_top_fraction * len(ordered)))
     return ordered[keep - 1]
 
 
