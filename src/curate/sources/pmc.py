@@ -625,6 +625,11 @@ class PMCSource(Source):
                 try:
                     image = fetch(found)
                     info = probe_image(image, max_pixels=self.options.max_image_pixels)
+                except MissingFile:
+                    # Named by the metadata but absent from the store: the same outcome as a
+                    # graphic no listing holds, whether the mirror is local or a bucket.
+                    yield Rejected(record, "image_missing", stage=READ_STAGE)
+                    continue
                 except (InputError, CurateError) as exc:
                     yield Failed.from_exception(
                         exc,
