@@ -22,6 +22,7 @@ from curate.instruct.config import InstructConfig
 from curate.instruct.export import export_llava
 from curate.instruct.generator import InstructionGenerator
 from curate.schema import load_schema
+from curate.shards.images import ImageNotFound
 from curate.stages import Failed, Rejected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +51,17 @@ def write_shard(out_dir: Path, split: str, rows: list[dict]) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema.arrow), path, compression="zstd")
 
 
+def write_record_shard(path: Path, records: list[dict], row_group_rows: int) -> None:
+    """A record shard with the columns the image join reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ("record_id", "image", "image_sha256")
+    pq.write_table(
+        pa.Table.from_pylist([{c: r[c] for c in columns} for r in records]),
+        path,
+        row_group_size=row_group_rows,
+    )
+
+
 def cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="curate")
     register(parser.add_subparsers(dest="command"))
@@ -57,9 +69,9 @@ def cli(*argv: str) -> int:
     return args.func(args)
 
 
-def test_export_llava_json_and_images(tmp_path, capsys):
+def test_export_llava_json_and_images_embedded_in_instructions(tmp_path, capsys):
     red, blue = png((255, 0, 0)), png((0, 0, 255))
-    generator = InstructionGenerator(InstructConfig())
+    generator = InstructionGenerator(InstructConfig(include_image=True))
     rows = [
         o
         for o in generator.generate(with_image(report_record("p1/s1/d1"), red), [])
@@ -89,6 +101,7 @@ def test_export_llava_json_and_images(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     samples = json.loads((tmp_path / "llava" / "llava_train.json").read_text())
     assert summary["samples"] == len(rows) == len(samples) and summary["images_written"] == 2
+    assert summary["shard_row_groups_read"] == 0  # every image came with its instruction
     assert [s["id"] for s in samples] == sorted(r["record_id"] for r in rows)
     images = sorted(p.name for p in (tmp_path / "llava" / "images").iterdir())
     assert images == sorted(f"{hashlib.sha256(d).hexdigest()}.png" for d in (red, blue))
@@ -113,7 +126,7 @@ def test_export_errors_are_named(tmp_path, capsys):
     assert "no_instruction_shards" in capsys.readouterr().err
     row = next(
         o
-        for o in InstructionGenerator(InstructConfig()).generate(
+        for o in InstructionGenerator(InstructConfig(include_image=True)).generate(
             with_image(figure_record(), png((1, 2, 3))), []
         )
         if isinstance(o, dict)
@@ -244,25 +257,47 @@ def test_export_joins_images_from_record_shards_when_instructions_hold_only_hash
     rows = [o for o in generator.generate(record, []) if isinstance(o, dict)]
     assert rows and all(r["image"] is None and r["image_sha256"] for r in rows)
     write_shard(tmp_path / "build", "train", rows)
-    with pytest.raises(Exception, match="image_not_found|in no shard"):
+    with pytest.raises(
+        ImageNotFound, match=f"in no shard under .*train, e.g. {record['image_sha256']}"
+    ):
         export_llava(str(tmp_path / "build"), "train", str(tmp_path / "out0"))
+    assert not (tmp_path / "out0").exists()  # nothing written before the error
     shard = tmp_path / "build" / "shards" / "train" / "part-train-00000-of-00001.parquet"
-    shard.parent.mkdir(parents=True)
-    pq.write_table(
-        pa.Table.from_pylist(
-            [
-                {
-                    "record_id": record["record_id"],
-                    "image": green,
-                    "image_sha256": record["image_sha256"],
-                }
-            ]
-        ),
-        shard,
-    )
+    write_record_shard(shard, [record], row_group_rows=1)
     summary = export_llava(str(tmp_path / "build"), "train", str(tmp_path / "out"))
     assert summary.images_written == 1 and summary.samples == len(rows)
     name = f"images/{record['image_sha256']}.png"  # with_image sets PNG
     assert (tmp_path / "out" / name).read_bytes() == green
     samples = json.loads((tmp_path / "out" / "llava_train.json").read_text())
     assert {s["image"] for s in samples} == {name}
+
+
+def test_export_resolves_every_referenced_image_reading_each_row_group_once(tmp_path):
+    records = [with_image(figure_record(f"PMC{i}/F1/0"), png((40 * i, 0, 0))) for i in range(6)]
+    generator = InstructionGenerator(InstructConfig())  # the default references images
+    rows = [o for r in records[:5] for o in generator.generate(r, []) if isinstance(o, dict)]
+    assert len(rows) > 5 and all(r["image"] is None and r["image_sha256"] for r in rows)
+    write_shard(tmp_path / "build", "train", rows)
+    shards = tmp_path / "build" / "shards" / "train"
+    write_record_shard(shards / "part-0.parquet", records[:4], row_group_rows=2)
+    write_record_shard(shards / "part-1.parquet", records[4:], row_group_rows=2)
+
+    summary = export_llava(str(tmp_path / "build"), "train", str(tmp_path / "out"))
+    assert (summary.samples, summary.images_written, summary.text_only) == (len(rows), 5, 0)
+    assert summary.shard_row_groups_read == 3  # records 0-1, 2-3, 4 (and 5, not wanted)
+    written = {p.name: p.read_bytes() for p in (tmp_path / "out" / "images").iterdir()}
+    assert written == {f"{r['image_sha256']}.png": r["image"] for r in records[:5]}
+    samples = json.loads((tmp_path / "out" / "llava_train.json").read_text())
+    by_id = {r["record_id"]: r for r in rows}
+    assert all(s["image"] == f"images/{by_id[s['id']]['image_sha256']}.png" for s in samples)
+
+
+def test_include_image_true_still_copies_the_bytes():
+    assert InstructConfig().include_image is False
+    record = with_image(figure_record("PMC6/F1/0"), png((9, 9, 9)))
+    for include, expected in ((True, record["image"]), (False, None)):
+        config = InstructConfig.model_validate({"include_image": include})
+        rows = [o for o in InstructionGenerator(config).generate(record, []) if isinstance(o, dict)]
+        with_images = [r for r in rows if r["image_sha256"]]
+        assert with_images and all(r["image"] == expected for r in with_images)
+        assert all(r["image_sha256"] == record["image_sha256"] for r in with_images)

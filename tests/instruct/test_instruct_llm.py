@@ -95,7 +95,9 @@ def test_conversation_with_provenance_and_request_parameters(tmp_path):
         sample["prompt_version"] == "llava_med_conversation.v1" and sample["model"] == "teacher-7b"
     )
     assert len(sample["cache_key"]) == 64 and sample["record_id"] == "PMC1/F1/0#llm.conversation.0"
-    assert sample["image"] == b"\x89PNG-1" and sample["source_schema"] == "figure_caption.v1"
+    assert sample["source_schema"] == "figure_caption.v1"
+    # the image is referenced by hash (include_image defaults to false), not copied
+    assert (sample["image"], sample["image_sha256"]) == (None, f"{1:064x}")
     body = server.bodies[0]
     assert (
         body["model"] == "teacher-7b" and body["temperature"] == 0.2 and body["max_tokens"] == 300

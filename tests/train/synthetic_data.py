@@ -4,10 +4,13 @@ Each 32x32 PNG shows one coloured shape (circle, square, triangle) in one quadra
 noise; the caption says which ("a red circle in the upper left"), so retrieval can only
 succeed by reading the image. Instruction rows ask yes/no, choice and open questions whose
 answers depend on the image (half the yes/no questions name a wrong colour or position).
+Instruction rows reference their image by `image_sha256`, as a build writes them by default
+(`instruct.include_image: false`); `embed_images=True` copies the bytes instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -81,6 +84,7 @@ def figure_rows(count: int, split: str, seed: int) -> list[dict]:
                 "graphic_index": 0,
                 "graphic_count": 1,
                 "image": image,
+                "image_sha256": hashlib.sha256(image).hexdigest(),
                 "image_format": "PNG",
                 "image_width": 32,
                 "image_height": 32,
@@ -93,7 +97,7 @@ def figure_rows(count: int, split: str, seed: int) -> list[dict]:
     return rows
 
 
-def instruction_rows(figures: list[dict], seed: int) -> list[dict]:
+def instruction_rows(figures: list[dict], seed: int, embed_images: bool = False) -> list[dict]:
     """Four questions per image: two yes/no about the position, a colour choice and an open
     question about the shape. Each answer is a function of the image alone, so a model that
     ignores the image can do no better than the majority answer."""
@@ -135,7 +139,8 @@ def instruction_rows(figures: list[dict], seed: int) -> list[dict]:
                     "record_id": f"{figure['record_id']}#{task}.{index}",
                     "source_record_id": figure["record_id"],
                     "split": figure["split"],
-                    "image": figure["image"],
+                    "image": figure["image"] if embed_images else None,
+                    "image_sha256": figure["image_sha256"],
                     "image_format": "PNG",
                     "task_family": "qa",
                     "task": task,
@@ -173,6 +178,7 @@ def write_synthetic_shards(
     test: int = 0,
     instructions: bool = True,
     row_group_rows: int = 128,
+    embed_images: bool = False,
 ) -> Path:
     """Write OUT/shards/<split>/ (figure_caption.v1) and OUT/instructions/<split>/
     (instruction.v1) for the requested split sizes; returns OUT."""
@@ -191,7 +197,7 @@ def write_synthetic_shards(
         )
         if instructions:
             _write(
-                instruction_rows(figures, seed),
+                instruction_rows(figures, seed, embed_images),
                 "instruction.v1",
                 out / "instructions" / split / "part-00000.parquet",
                 row_group_rows,

@@ -75,7 +75,9 @@ class InstructConfig(BaseModel):
         description="templated works offline; llm needs an endpoint",
     )
     include_image: bool = Field(
-        True, description="copy the source image bytes into each instruction"
+        False,
+        description="copy the source image bytes into each instruction (self-contained shards); "
+        "by default rows keep only image_sha256 and readers join the bytes from the record shards",
     )
     distractor_pool_size: int = Field(256, ge=0, description="per-split sample for matching tasks")
     batch_size: int = Field(64, ge=1, description="records per batch in the Beam transform")

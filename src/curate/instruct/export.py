@@ -4,6 +4,8 @@
     DIR/images/<sha256>.<ext>  each distinct image once, named by its content hash
 
 Text-only samples get no `image` key and no `<image>` token, as LLaVA's loader expects.
+Instructions that carry only `image_sha256` (the default, `instruct.include_image: false`) get
+their bytes from the record shards of the same split, each row group read once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pyarrow.parquet as pq
 
 from curate import fs
 from curate.errors import CurateError, InputError
+from curate.shards.images import ImageResolver
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -45,17 +48,12 @@ class ImageHashMismatch(InputError):
     reason = "image_hash_mismatch"
 
 
-class ImageNotFound(InputError):
-    """An instruction names an image (by hash) that no record shard of its split holds."""
-
-    reason = "image_not_found"
-
-
 @dataclass
 class ExportSummary:
     samples: int = 0
     images_written: int = 0
     text_only: int = 0
+    shard_row_groups_read: int = 0  # record-shard row groups read to resolve referenced images
     json_path: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,9 +76,13 @@ def instruction_files(data_dir: str, split: str) -> list[str]:
     return sorted(set(files))
 
 
+def open_any(path: str) -> IO[bytes]:
+    return fs.FileSystems.open(path) if not fs.is_local(path) else open(path, "rb")
+
+
 def iter_rows(files: list[str]) -> Iterator[dict[str, Any]]:
     for path in files:
-        with fs.FileSystems.open(path) if not fs.is_local(path) else open(path, "rb") as handle:
+        with open_any(path) as handle:
             parquet = pq.ParquetFile(handle)
             for batch in parquet.iter_batches(columns=COLUMNS, batch_size=256):
                 yield from batch.to_pylist()
@@ -121,18 +123,18 @@ def _checked_digest(record_id: str, data: bytes, stored: str | None) -> str:
     return digest
 
 
-def _images_from_shards(data_dir: str, split: str, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
-    """(sha256, bytes) for wanted images, read from the split's record shards (instructions
-    written with include_image=false keep only the hash)."""
-    for path in fs.glob(fs.join(data_dir, "shards", split, "*.parquet")):
-        with fs.FileSystems.open(path) if not fs.is_local(path) else open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            if not {"image", "image_sha256"} <= set(parquet.schema_arrow.names):
-                continue
-            for batch in parquet.iter_batches(columns=["image_sha256", "image"], batch_size=64):
-                for row in batch.to_pylist():
-                    if row["image_sha256"] in wanted and row["image"]:
-                        yield row["image_sha256"], row["image"]
+def _resolve_from_shards(
+    data_dir: str, split: str, pending: dict[str, str], out_dir: str, written: set[str]
+) -> tuple[int, int]:
+    """Write the images that instructions name only by hash, read from the split's record
+    shards; (images written, row groups read). ImageNotFound when one is in no shard."""
+    base = fs.join(data_dir, "shards", split)
+    resolver = ImageResolver(fs.glob(fs.join(base, "*.parquet")), opener=open_any, where=base)
+    count = 0
+    for digest, data in resolver.fetch_many(pending):
+        _checked_digest(digest, data, digest)
+        count += _write_image(out_dir, pending[digest], data, written)
+    return count, resolver.row_groups_read
 
 
 def export_llava(data_dir: str, split: str, out_dir: str) -> ExportSummary:
@@ -157,15 +159,10 @@ def export_llava(data_dir: str, split: str, out_dir: str) -> ExportSummary:
             summary.text_only += 1
         samples.append(to_llava(row, image_name))
     if pending:
-        for digest, data in _images_from_shards(data_dir, split, set(pending)):
-            if digest in pending:
-                _checked_digest(digest, data, digest)
-                summary.images_written += _write_image(out_dir, pending.pop(digest), data, written)
-        if pending:
-            raise ImageNotFound(
-                f"{len(pending)} image(s) named by instructions of split {split!r} are in no "
-                f"shard under {data_dir}, e.g. sha256 {sorted(pending)[0]}"
-            )
+        resolved, summary.shard_row_groups_read = _resolve_from_shards(
+            data_dir, split, pending, out_dir, written
+        )
+        summary.images_written += resolved
     samples.sort(key=lambda s: s["id"])  # stable output whatever the shard order
     summary.samples = len(samples)
     summary.json_path = fs.join(out_dir, f"llava_{split}.json")

@@ -78,12 +78,14 @@ def has_image(record: Record) -> bool:
 
 
 def image_fields(record: Record, include_image: bool) -> dict[str, Any]:
-    data = record.get("image") if include_image else None
+    """The image columns of an instruction: always the hash readers find the image by, the
+    bytes only when asked to copy them."""
+    data = record.get("image") or None
     digest = record.get("image_sha256")
     if data and not digest:
         digest = hashlib.sha256(data).hexdigest()
     return {
-        "image": data or None,
+        "image": data if include_image else None,
         "image_sha256": digest,
         "image_format": record.get("image_format"),
     }

@@ -519,7 +519,7 @@ class TemplatedGenerator:
         self,
         templates: str | TemplateSet = "chexinstruct.v1",
         tasks: list[str] | None = None,
-        include_image: bool = True,
+        include_image: bool = False,
     ) -> None:
         self.template_set = (
             templates if isinstance(templates, TemplateSet) else load_templates(templates)

@@ -3,6 +3,10 @@
 Imports neither Beam nor the sources, parsers or rules: a training machine needs pyarrow,
 torch and this module only. Work is divided in (file, row group) pieces across distributed
 ranks and DataLoader workers; the order is a deterministic function of (seed, epoch).
+
+Instruction shards reference their image by `image_sha256` (no bytes, by default);
+`load_shards(..., table="instructions", attach_images=True)` joins the bytes back from the
+record shards of the same split (see `curate.shards.images`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import SchemaMismatch
 from curate.schema import META_HASH, META_NAME, META_VERSION
+from curate.shards.images import HASH, IMAGE, ImageResolver
 from curate.shards.layout import MANIFEST, TABLES
 
 
@@ -49,6 +54,7 @@ class ShardDataset(IterableDataset):
         world_size: int = 1,
         expected_schema: tuple[str, str, str] | None = None,
         batch_rows: int = 1024,
+        images: ImageResolver | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
@@ -60,6 +66,7 @@ class ShardDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.batch_rows = batch_rows
+        self.images = images
         self.epoch = 0
         self.pieces: list[Piece] = []
         self.schema_identity: tuple[str, str, str] | None = expected_schema
@@ -105,13 +112,35 @@ class ShardDataset(IterableDataset):
             return pieces
         return pieces[info.id :: info.num_workers]
 
+    def _attaching(self) -> bool:
+        return self.images is not None and (self.columns is None or IMAGE in self.columns)
+
+    def _read_columns(self) -> list[str] | None:
+        """The requested columns, plus the hash an attached image is looked up by."""
+        if not self._attaching() or self.columns is None or HASH in self.columns:
+            return self.columns
+        return [*self.columns, HASH]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        images = self.images if self._attaching() else None
+        if images is None:
+            yield from self._rows()
+            return
+        drop_hash = self.columns is not None and HASH not in self.columns
+        for row in self._rows():
+            row = images.attach(row)
+            if drop_hash:
+                del row[HASH]
+            yield row
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
         open_files: dict[str, pq.ParquetFile] = {}
+        read_columns = self._read_columns()
         for piece in self._worker_pieces():
             handle = open_files.get(piece.path)
             if handle is None:
                 handle = open_files[piece.path] = pq.ParquetFile(piece.path)
-            table = handle.read_row_group(piece.row_group, columns=self.columns)
+            table = handle.read_row_group(piece.row_group, columns=read_columns)
             names = table.column_names
             columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
             if self.shuffle:
@@ -126,7 +155,8 @@ class ShardDataset(IterableDataset):
                     yield dict(zip(names, values))
 
     def to_hf_dataset(self) -> Any:
-        """A Hugging Face `datasets.Dataset` view over the same files (all ranks' rows)."""
+        """A Hugging Face `datasets.Dataset` view over the same files (all ranks' rows), as
+        stored: referenced images are not attached."""
         import datasets  # optional dependency, imported only when asked for
 
         return datasets.Dataset.from_parquet(self.files, columns=self.columns)
@@ -149,12 +179,18 @@ def load_shards(
     world_size: int = 1,
     table: str = "shards",
     schema: str | None = None,
+    attach_images: bool = False,
 ) -> ShardDataset:
     """Stream `OUT/<table>/<split>/*.parquet` as a torch IterableDataset.
 
     The schema recorded in the build manifest (or `schema="figure_caption.v1"` when given) must
     match every shard's Parquet metadata exactly (name, version and hash): a reader never
     silently consumes data of another shape.
+
+    `attach_images=True` fills the `image` of rows that carry only `image_sha256` (instruction
+    shards written with `instruct.include_image: false`, the default) from the record shards
+    `OUT/shards/<split>/`, reading them row group by row group; a hash found in no record shard
+    raises `ImageNotFound`. Building the index reads the hash column of that split once.
     """
     files = shard_files(out_dir, split, table)
     if not files:
@@ -180,6 +216,7 @@ def load_shards(
         rank=rank,
         world_size=world_size,
         expected_schema=expected,
+        images=ImageResolver.for_split(out_dir, split) if attach_images else None,
     )
 
 

@@ -32,6 +32,7 @@ EOS_TOKEN = "</s>"
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 IGNORE = -100
+RECORD_TABLE = "shards"  # the table whose rows hold the image bytes themselves
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -516,6 +517,12 @@ def mllm_collate(items: list[tuple[torch.Tensor, list[int], list[int], bool]]) -
     }
 
 
+def references_images(table: str) -> bool:
+    """Tables other than the record shards (instructions) may name their image by
+    image_sha256 only; the loader joins the bytes from the record shards of the split."""
+    return table != RECORD_TABLE
+
+
 def stage_loader(
     config: MLLMConfig,
     stage: MLLMStage,
@@ -542,6 +549,7 @@ def stage_loader(
         rank=rank,
         world_size=world,
         table=stage.table,
+        attach_images=references_images(stage.table),
     )
     transform = MLLMTransform(
         stage.template,

@@ -25,7 +25,7 @@ from curate.train.metrics import (
     token_f1,
     token_recall,
 )
-from curate.train.mllm import build_mllm, generation_prompt, turns_of
+from curate.train.mllm import build_mllm, generation_prompt, references_images, turns_of
 from curate.train.runtime import JsonlLog, autocast, resolve_device
 
 COLUMNS = ["image", "conversations", "answer", "answer_type", "task"]
@@ -115,7 +115,13 @@ def evaluate_mllm(
     torch_device = resolve_device(device)
     model, tokenizer, preprocess, config, state = load_mllm(checkpoint, torch_device)
     rows = []
-    for row in load_shards(data_dir, split=split, columns=COLUMNS, table=table):
+    for row in load_shards(
+        data_dir,
+        split=split,
+        columns=COLUMNS,
+        table=table,
+        attach_images=references_images(table),
+    ):
         if row.get("image") and turns_of(row.get("conversations") or []):
             rows.append(row)
             if limit and len(rows) >= limit:
