@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
+from curate.shards import storage
 
 HASH = "image_sha256"
 IMAGE = "image"
@@ -35,12 +36,13 @@ class ImageNotFound(InputError):
 
 
 def open_local(path: str) -> IO[bytes]:
-    return open(path, "rb")
+    """Opens a local path or an object-store URI (pyarrow's filesystems, no Beam)."""
+    return storage.open_input(path)
 
 
 def record_shard_files(out_dir: str | Path, split: str) -> list[str]:
-    """The record shards of one split of a local build: OUT/shards/<split>/*.parquet."""
-    return sorted(str(p) for p in (Path(out_dir) / "shards" / split).glob("*.parquet"))
+    """The record shards of one split: OUT/shards/<split>/*.parquet, local or remote."""
+    return storage.list_files(storage.join(out_dir, "shards", split), ".parquet")
 
 
 def hash_key(digest: str) -> int:
@@ -147,7 +149,7 @@ class ImageResolver:
         return cls(
             record_shard_files(out_dir, split),
             cache_bytes=cache_bytes,
-            where=str(Path(out_dir) / "shards" / split),
+            where=storage.join(out_dir, "shards", split),
         )
 
     def __getstate__(self) -> dict[str, Any]:

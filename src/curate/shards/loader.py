@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import SchemaMismatch
 from curate.schema import META_HASH, META_NAME, META_VERSION
+from curate.shards import storage
 from curate.shards.images import HASH, IMAGE, ImageResolver
 from curate.shards.layout import MANIFEST, TABLES
 
@@ -71,7 +72,7 @@ class ShardDataset(IterableDataset):
         self.pieces: list[Piece] = []
         self.schema_identity: tuple[str, str, str] | None = expected_schema
         for path in files:
-            handle = pq.ParquetFile(path)
+            handle = pq.ParquetFile(storage.open_input(path))
             meta = handle.metadata
             identity = _schema_identity(meta.metadata)
             if self.schema_identity is None:
@@ -139,7 +140,7 @@ class ShardDataset(IterableDataset):
         for piece in self._worker_pieces():
             handle = open_files.get(piece.path)
             if handle is None:
-                handle = open_files[piece.path] = pq.ParquetFile(piece.path)
+                handle = open_files[piece.path] = pq.ParquetFile(storage.open_input(piece.path))
             table = handle.read_row_group(piece.row_group, columns=read_columns)
             names = table.column_names
             columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
@@ -165,8 +166,7 @@ class ShardDataset(IterableDataset):
 def shard_files(out_dir: str | Path, split: str, table: str = "shards") -> list[str]:
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}")
-    folder = Path(out_dir) / table / split
-    return sorted(str(p) for p in folder.glob("*.parquet"))
+    return storage.list_files(storage.join(out_dir, table, split), ".parquet")
 
 
 def load_shards(
@@ -194,7 +194,7 @@ def load_shards(
     """
     files = shard_files(out_dir, split, table)
     if not files:
-        raise FileNotFoundError(f"no shards in {Path(out_dir) / table / split}")
+        raise FileNotFoundError(f"no shards in {storage.join(out_dir, table, split)}")
     expected: tuple[str, str, str] | None = None
     if schema is not None:
         from curate.schema import load_schema
@@ -202,9 +202,9 @@ def load_shards(
         rs = load_schema(schema)
         expected = (rs.name, str(rs.version), rs.hash)
     else:
-        manifest_path = Path(out_dir) / MANIFEST
-        if manifest_path.is_file():
-            recorded = json.loads(manifest_path.read_text()).get("tables", {}).get(table, {})
+        manifest_text = storage.read_text(storage.join(out_dir, MANIFEST))
+        if manifest_text is not None:
+            recorded = json.loads(manifest_text).get("tables", {}).get(table, {})
             if recorded.get("schema"):
                 s = recorded["schema"]
                 expected = (s["name"], str(s["version"]), s["hash"])
