@@ -12,11 +12,11 @@ DEMO_OUT ?= demo_out
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $@
 
 demo: setup

@@ -9,8 +9,15 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from curate.errors import SpecError
+
 LOCAL_RUNNERS = ("local", "FnApiRunner", "DirectRunner")
 RUNNING_MODES = ("multi_processing", "multi_threading", "in_memory")
+# Runners whose workers never share the launcher's disk: every path must be an object-store URI.
+REMOTE_ONLY_RUNNERS = ("DataflowRunner", "dataflow")
+# The Beam version of the worker image `docker/Dockerfile` builds (and `constraints.txt` pins);
+# a launcher with another version would submit a job its workers cannot run.
+WORKER_BEAM_VERSION = "2.77.0"
 
 
 @dataclass
@@ -46,6 +53,45 @@ class RunnerChoice:
             ]
             return FnApiRunner(), PipelineOptions(args)
         return None, PipelineOptions([f"--runner={self.runner}", *self.beam_args])
+
+    def configure_filesystems(self) -> None:
+        """Give Beam's FileSystems the pipeline options (S3 endpoint and credentials, GCS
+        project, ...), so the driver reads and writes object stores as the workers do."""
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.set_options(PipelineOptions(self.beam_args))
+
+    def resolve_paths(self, paths: dict[str, str]) -> dict[str, str]:
+        """Paths as the workers must see them: relative local paths made absolute (a worker
+        pool started elsewhere has another working directory); with a runner whose workers
+        never share this machine's disk, a local path is refused with the reason."""
+        resolved = {}
+        for what, path in paths.items():
+            if "://" in path or path.startswith("demo:"):
+                resolved[what] = path
+                continue
+            if self.runner in REMOTE_ONLY_RUNNERS:
+                raise SpecError(
+                    f"{what} is the local path {path!r}, which {self.runner} workers cannot "
+                    "read: put it on gs:// (or s3://) and pass that URI"
+                )
+            resolved[what] = os.path.abspath(path)
+        return resolved
+
+    def check_beam_version(self, installed: str | None = None) -> None:
+        """A non-local submission needs the launcher's Beam to equal the worker image's."""
+        if self.is_local:
+            return
+        if installed is None:
+            import apache_beam
+
+            installed = apache_beam.__version__
+        if installed != WORKER_BEAM_VERSION:
+            raise SpecError(
+                f"this launcher has apache-beam {installed}, the worker image has "
+                f"{WORKER_BEAM_VERSION}: install the launcher with `pip install -c constraints.txt`"
+                " (or rebuild the image) so both match before submitting"
+            )
 
     def describe(self) -> dict[str, Any]:
         return {
