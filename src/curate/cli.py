@@ -1,5 +1,5 @@
-"""`curate` command line: validate, build, inspect, schema, plus the commands of optional parts
-(kb, benchmark, export, train, eval), each registered by its own package."""
+"""`curate` command line: validate, build, plan, inspect, schema, plus the commands of optional
+parts (kb, benchmark, export, train, eval), each registered by its own package."""
 
 from __future__ import annotations
 
@@ -83,6 +83,27 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not result.ok:
         print(f"build FAILED: {result.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from curate.build.calibrate import calibrate
+    from curate.build.estimate import Assumptions, load_prices
+    from curate.build.plan_report import render_text
+    from curate.runners import RunnerChoice
+    from curate.spec import load_spec
+
+    if args.sample is not None and args.sample < 1:
+        raise SpecError(f"--sample needs at least one unit, not {args.sample}")
+    prices = load_prices(args.machines)  # a bad price file fails before the sample build
+    loaded = load_spec(args.spec, args.source, args.set)
+    runner = RunnerChoice(running_mode=args.running_mode, num_workers=args.workers)
+    assume = Assumptions(units=args.assume_units, records_per_unit=args.assume_records_per_unit)
+    result = calibrate(loaded, runner, prices, sample=args.sample, assume=assume)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1, sort_keys=True))
+    else:
+        print(render_text(result))
     return 0
 
 
@@ -191,6 +212,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="discard earlier work in --out instead of resuming"
     )
     build.set_defaults(func=cmd_build, takes_beam_args=True)
+
+    plan = sub.add_parser(
+        "plan",
+        help="discover the inputs, build a sample in a temporary folder, and project records, "
+        "bytes, worker-hours and cost of the full build per machine type",
+    )
+    _add_spec_overrides(plan)
+    plan.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="calibrate on N units per source, evenly spaced by unit id (default: every unit)",
+    )
+    plan.add_argument(
+        "--machines",
+        default=None,
+        metavar="FILE",
+        help="machine price list (default: the bundled curation_rules/machines.v1.yaml)",
+    )
+    plan.add_argument(
+        "--assume-units",
+        type=int,
+        default=None,
+        metavar="N",
+        help="project to N units instead of the discovered ones (e.g. the full PMC OA subset)",
+    )
+    plan.add_argument(
+        "--assume-records-per-unit",
+        type=float,
+        default=None,
+        metavar="R",
+        help="records per unit to project with, instead of the sample's",
+    )
+    plan.add_argument(
+        "--running-mode",
+        default="in_memory",
+        choices=["multi_processing", "multi_threading", "in_memory"],
+        help="FnApiRunner mode of the calibration build (default in_memory: CPU per record does "
+        "not depend on parallelism, and one process counts all of it without worker start-up)",
+    )
+    plan.add_argument("--workers", type=int, default=0, help="local workers (default: all cores)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=cmd_plan)
 
     inspect = sub.add_parser("inspect", help="summarise a build and show a few records")
     inspect.add_argument("out", help="a build's output directory")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.errors import CurateError
+from curate.timing import StageTiming, Stopwatch
 
 Record = dict[str, Any]
 
@@ -170,6 +171,8 @@ class ChainResult:
     rejected: list[Rejected] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
     counts: dict[str, StageCounts] = field(default_factory=dict)
+    # Wall/CPU of each stage's pass over the records, in chain order (stage name -> totals).
+    timings: dict[str, StageTiming] = field(default_factory=dict)
 
 
 def run_chain(
@@ -182,56 +185,72 @@ def run_chain(
     result = result or ChainResult()
     current: list[Record] = list(records)
     for stage in stages:
-        counts = result.counts.setdefault(stage.name, StageCounts())
-        following: list[Record] = []
-        for record in current:
-            counts.records_in += 1
-            try:
-                outputs = list(stage.process(record))
-            except Exception as exc:  # noqa: BLE001 - dead letter, never a crashed run
-                failure = Failed.from_exception(
-                    exc,
-                    stage=stage.name,
-                    source_uri=str(record.get("source_uri", "")),
-                    unit_id=record.get("unit_id"),
-                    record_id=record.get("record_id"),
-                )
-                counts.errors += 1
-                counts.error_reasons[failure.reason] += 1
-                result.failed.append(failure)
-                continue
-            # `out` counts inputs that went on (once, even when a fan-out stage yields several
-            # records); a stage that yields nothing for an input without a Rejected marker
-            # would lose it silently, so that is an error with its own reason.
-            produced = 0
-            rejected_here = 0
-            for item in outputs:
-                if isinstance(item, Rejected):
-                    item.stage = item.stage or stage.name
-                    counts.rejected += 1
-                    counts.reject_reasons[item.reason] += 1
-                    result.rejected.append(item)
-                    rejected_here += 1
-                else:
-                    following.append(item)
-                    produced += 1
-            counts.produced += produced
-            if produced:
-                counts.out += 1
-            elif not rejected_here:
-                counts.errors += 1
-                counts.error_reasons["dropped_without_reason"] += 1
-                result.failed.append(
-                    Failed(
-                        source_uri=str(record.get("source_uri", "")),
-                        stage=stage.name,
-                        error_type="SilentDrop",
-                        reason="dropped_without_reason",
-                        message=f"stage {stage.name} yielded nothing for this record",
-                        unit_id=record.get("unit_id"),
-                        record_id=record.get("record_id"),
-                    )
-                )
+        timing = result.timings.setdefault(stage.name, StageTiming(stage.name))
+        with Stopwatch() as watch:
+            following = _run_stage(stage, current, result)
+        timing.add_time(watch)
+        timing.records_in += len(current)
+        timing.records_out += len(following)
         current = following
     result.kept.extend(current)
     return result
+
+
+def _run_stage(stage: Stage, current: list[Record], result: ChainResult) -> list[Record]:
+    """One stage over every record: what goes on is returned, the rest lands in `result`."""
+    counts = result.counts.setdefault(stage.name, StageCounts())
+    following: list[Record] = []
+    for record in current:
+        counts.records_in += 1
+        following.extend(_apply(stage, record, counts, result))
+    return following
+
+
+def _apply(stage: Stage, record: Record, counts: StageCounts, result: ChainResult) -> list[Record]:
+    """One record through one stage: the records that go on; rejects and failures to `result`."""
+    try:
+        outputs = list(stage.process(record))
+    except Exception as exc:  # noqa: BLE001 - dead letter, never a crashed run
+        failure = Failed.from_exception(
+            exc,
+            stage=stage.name,
+            source_uri=str(record.get("source_uri", "")),
+            unit_id=record.get("unit_id"),
+            record_id=record.get("record_id"),
+        )
+        counts.errors += 1
+        counts.error_reasons[failure.reason] += 1
+        result.failed.append(failure)
+        return []
+    # `out` counts inputs that went on (once, even when a fan-out stage yields several
+    # records); a stage that yields nothing for an input without a Rejected marker
+    # would lose it silently, so that is an error with its own reason.
+    produced: list[Record] = []
+    rejected_here = 0
+    for item in outputs:
+        if isinstance(item, Rejected):
+            item.stage = item.stage or stage.name
+            counts.rejected += 1
+            counts.reject_reasons[item.reason] += 1
+            result.rejected.append(item)
+            rejected_here += 1
+        else:
+            produced.append(item)
+    counts.produced += len(produced)
+    if produced:
+        counts.out += 1
+    elif not rejected_here:
+        counts.errors += 1
+        counts.error_reasons["dropped_without_reason"] += 1
+        result.failed.append(
+            Failed(
+                source_uri=str(record.get("source_uri", "")),
+                stage=stage.name,
+                error_type="SilentDrop",
+                reason="dropped_without_reason",
+                message=f"stage {stage.name} yielded nothing for this record",
+                unit_id=record.get("unit_id"),
+                record_id=record.get("record_id"),
+            )
+        )
+    return produced

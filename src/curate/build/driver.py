@@ -4,7 +4,8 @@
             -> phase 2 (global decisions, outputs) -> skipped list -> manifest -> data card
 
 The driver holds the plan and the counts; the per-record work runs in the Beam pipelines of
-`phase1` and `phase2`.
+`phase1` and `phase2`. Each step runs under a `PhaseClock`, so the manifest's `timings.phases`
+says where the run's wall and CPU time went.
 """
 
 from __future__ import annotations
@@ -14,18 +15,26 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from curate import fs
 from curate.build.manifest import BuildFacts, build_manifest
 from curate.build.phase1 import run_phase1
 from curate.build.phase2 import run_phase2
-from curate.build.plan import discover, source_paths, write_skipped
+from curate.build.plan import (
+    Plan,
+    discover,
+    require_units,
+    sample_plan,
+    source_paths,
+    write_skipped,
+)
 from curate.errors import SpecError
 from curate.schema import load_schema
 from curate.shards import layout
 from curate.spec import LoadedSpec
+from curate.timing import PhaseClock
 
 
 @dataclass
@@ -33,18 +42,35 @@ class BuildResult:
     manifest: dict[str, Any]
     ok: bool
     message: str = ""
+    # Everything discovery found, before any sampling (`curate plan` scales the sample to it).
+    discovered: Plan = field(default_factory=Plan)
 
 
 class Build:
     def __init__(
-        self, loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False
+        self,
+        loaded: LoadedSpec,
+        out_dir: str,
+        runner: Any,
+        *,
+        fresh: bool = False,
+        sample: int | None = None,
+        require_inputs: bool = False,
     ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
         self.out_dir = out_dir
         self.runner = runner
         self.fresh = fresh
+        self.sample = sample  # build only this many units per source (calibration)
+        self.require_inputs = require_inputs  # a source with nothing to build is an error
         self.schema = load_schema(self.spec.schema_)
+        self.phases: list[PhaseClock] = []
+
+    def _phase(self, name: str) -> PhaseClock:
+        clock = PhaseClock(name)
+        self.phases.append(clock)
+        return clock
 
     def _work(self, *parts: str) -> str:
         return fs.join(self.out_dir, layout.WORK, *parts)
@@ -87,37 +113,59 @@ class Build:
 
     def run(self) -> BuildResult:
         started = time.time()
-        self.prepare()
-        paths = source_paths(self.spec, self._work())
-        plan = discover(self.spec, paths)
-        resumed, ran = run_phase1(plan.tasks, self.loaded.data, self.out_dir, paths, self.runner)
-        metrics = run_phase2(self.spec, self.out_dir, plan.tasks, self.runner)
-        write_skipped(self.out_dir, plan.skipped, self.spec.output.compression)
-        manifest = build_manifest(
-            BuildFacts(
-                loaded=self.loaded,
-                out_dir=self.out_dir,
-                tasks=plan.tasks,
-                inputs=plan.inputs,
-                resumed=resumed,
-                ran=ran,
-                started=started,
-                runner=self.runner.describe(),
-                linking=self.linking,
-                phase2_metrics=metrics,
+        with self._phase("prepare"):
+            self.prepare()
+        with self._phase("inputs"):  # generates the demo corpora for `demo:` paths
+            paths = source_paths(self.spec, self._work())
+        with self._phase("discover"):
+            discovered = discover(self.spec, paths)
+            if self.require_inputs:
+                require_units(discovered)
+            plan = discovered
+            if self.sample is not None:
+                plan = sample_plan(discovered, self.sample, self.spec.work.units_per_task)
+        with self._phase("phase1"):
+            resumed, ran = run_phase1(
+                plan.tasks, self.loaded.data, self.out_dir, paths, self.runner
             )
-        )
-        ok, message = verdict(manifest, self.spec.max_error_fraction)
-        manifest["status"] = "ok" if ok else "failed"
-        manifest["status_message"] = message
+        with self._phase("phase2"):
+            metrics = run_phase2(self.spec, self.out_dir, plan.tasks, self.runner)
+        with self._phase("manifest"):
+            write_skipped(self.out_dir, plan.skipped, self.spec.output.compression)
+            manifest = build_manifest(
+                BuildFacts(
+                    loaded=self.loaded,
+                    out_dir=self.out_dir,
+                    tasks=plan.tasks,
+                    inputs=plan.inputs,
+                    resumed=resumed,
+                    ran=ran,
+                    started=started,
+                    runner=self.runner.describe(),
+                    linking=self.linking,
+                    phase2_metrics=metrics,
+                    phases=self.phases,
+                    sample=self.sample,
+                )
+            )
+            ok, message = verdict(manifest, self.spec.max_error_fraction)
+            manifest["status"] = "ok" if ok else "failed"
+            manifest["status_message"] = message
+        self._write_card_and_manifest(manifest)
+        return BuildResult(manifest=manifest, ok=ok, message=message, discovered=discovered)
+
+    def _write_card_and_manifest(self, manifest: dict[str, Any]) -> None:
         from curate.datacard.card import write_data_card
 
-        write_data_card(self.out_dir, manifest)
+        timings = manifest["timings"]
+        timings["phases"] = [p.as_dict() for p in self.phases]  # the manifest phase, finished
+        with self._phase("data_card"):
+            write_data_card(self.out_dir, manifest)
+        timings["phases"].append(self.phases[-1].as_dict())  # the card cannot show its own time
         fs.write_bytes_atomic(
             fs.join(self.out_dir, layout.MANIFEST),
             json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(),
         )
-        return BuildResult(manifest=manifest, ok=ok, message=message)
 
 
 def verdict(manifest: dict[str, Any], max_error_fraction: float) -> tuple[bool, str]:
@@ -133,5 +181,12 @@ def verdict(manifest: dict[str, Any], max_error_fraction: float) -> tuple[bool, 
     return True, ""
 
 
-def build(loaded: LoadedSpec, out_dir: str, runner: Any, *, fresh: bool = False) -> BuildResult:
-    return Build(loaded, out_dir, runner, fresh=fresh).run()
+def build(
+    loaded: LoadedSpec,
+    out_dir: str,
+    runner: Any,
+    *,
+    fresh: bool = False,
+    sample: int | None = None,
+) -> BuildResult:
+    return Build(loaded, out_dir, runner, fresh=fresh, sample=sample).run()

@@ -18,11 +18,14 @@ from typing import Any
 
 from curate import __version__, fs
 from curate.build.phase2 import PHASE2_STAGE_PREFIXES, instruct_config
+from curate.build.timings import timings_section
 from curate.schema import load_schema
 from curate.shards import layout
 from curate.shards.writer import count_rows, digest_path, read_rows, relative_path
+from curate.shuffle import shuffled_bytes
 from curate.spec import LoadedSpec, Spec
 from curate.stages import StageCounts
+from curate.timing import PhaseClock
 
 VERSIONED_PACKAGES = (
     "apache-beam",
@@ -363,13 +366,16 @@ class BuildFacts:
     runner: dict[str, Any]
     linking: dict[str, Any] | None
     phase2_metrics: Any = None
+    phases: list[PhaseClock] = field(default_factory=list)  # driver phases finished so far
+    sample: int | None = None  # units per source, when the build ran on a sample
 
 
 def build_manifest(facts: BuildFacts) -> dict[str, Any]:
     spec = facts.loaded.spec
     schema = load_schema(spec.schema_)
     inputs = facts.inputs
-    tally = Phase1Tally.fold(read_outcomes(facts.out_dir, facts.tasks), inputs)
+    outcomes = read_outcomes(facts.out_dir, facts.tasks)
+    tally = Phase1Tally.fold(outcomes, inputs)
     outputs = output_stats(facts.out_dir)
     units = UnitCounts.of(inputs, tally)
     phase2 = phase2_counts(tally, outputs)
@@ -381,6 +387,8 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
     if outputs.instruction_splits:
         extra["instruction_splits"] = outputs.instruction_splits
         tables["instructions"] = {"schema": load_schema("instruction.v1").describe()}
+    if facts.sample is not None:
+        extra["sample"] = {"units_per_source": facts.sample}
     return {
         "curate_version": __version__,
         "created_unix": int(time.time()),
@@ -420,5 +428,9 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "instructions": instructions,
         "benchmark_matches": benchmark_matches(facts.out_dir),
         "linking": facts.linking,
+        # Run-to-run values (seconds) live here, never in `stages`, whose counts are exact.
+        "timings": timings_section(outcomes, facts.phases, facts.phase2_metrics, outputs.files),
+        # pickled bytes and elements that entered each phase-2 shuffle (curate.shuffle)
+        "shuffle": shuffled_bytes(facts.phase2_metrics) if facts.phase2_metrics else {},
         **extra,
     }

@@ -2,7 +2,8 @@
 
 `TaskRunner` is engine-free (tests call it directly); `RunTaskDoFn` is its Beam wrapper. Each
 task writes `_work/tasks/<task_id>/{kept,rejects,errors}.parquet`, then a `done.json` marker
-with its counts, so a rerun skips finished tasks (the datatrove/Dolma pattern).
+with its counts and timings, so a rerun skips finished tasks (the datatrove/Dolma pattern) and
+the manifest still knows where the time of every task went.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 
 from curate import fs
+from curate.build.timings import file_size
 from curate.schema import ERROR_SCHEMA, load_schema, reject_schema
 from curate.shards import layout
 from curate.shards.writer import write_parquet
@@ -25,8 +27,12 @@ from curate.sources.base import Source, Unit, get_source_class
 from curate.spec import Spec
 from curate.split import resolve_split
 from curate.stages import ChainResult, Failed, Rejected, Stage, StageCounts, run_chain
+from curate.timing import StageTiming, Stopwatch
 
 log = logging.getLogger("curate.build")
+
+
+TASK_FILES = ("kept.parquet", "rejects.parquet", "errors.parquet")
 
 
 def task_dir(out_dir: str, task_id: str) -> str:
@@ -61,6 +67,8 @@ class TaskOutcome:
     read_record_errors: Counter = field(default_factory=Counter)
     stages: dict[str, StageCounts] = field(default_factory=dict)
     kept: int = 0
+    # read, each chain stage, write: in run order (a list, since done.json sorts its keys)
+    timings: list[StageTiming] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +82,7 @@ class TaskOutcome:
             "read_record_errors": dict(self.read_record_errors),
             "stages": {name: c.as_dict() for name, c in self.stages.items()},
             "kept": self.kept,
+            "timings": [t.as_dict() for t in self.timings],
         }
 
 
@@ -126,13 +135,35 @@ class TaskRunner:
         outcome = TaskOutcome(task_id=task["task_id"], source=label)
         records: list[dict[str, Any]] = []
         start = ChainResult(rejected=[], failed=[])
+        read = StageTiming("read", bytes_read=0)
         for unit_dict in task["units"]:
-            self._read_unit(Unit.from_dict(unit_dict), label, outcome, records, start)
+            self._timed_read(Unit.from_dict(unit_dict), label, outcome, records, start, read)
+        read.records_out = len(records)
         result = run_chain(self.stages, records, result=start)
         outcome.stages = result.counts
         outcome.kept = len(result.kept)
-        self._write(task["task_id"], result, outcome)
+        write = self._write(task["task_id"], result)
+        outcome.timings = [read, *result.timings.values(), write]
+        self._mark_done(task["task_id"], outcome)
         return outcome.as_dict()
+
+    def _timed_read(
+        self,
+        unit: Unit,
+        label: str,
+        outcome: TaskOutcome,
+        records: list[dict[str, Any]],
+        result: ChainResult,
+        timing: StageTiming,
+    ) -> None:
+        """`_read_unit`, adding its time and the bytes it read through `curate.fs` to `timing`
+        (`records_in` counts units here)."""
+        before = fs.bytes_read_by_this_thread()
+        with Stopwatch() as watch:
+            self._read_unit(unit, label, outcome, records, result)
+        timing.add_time(watch)
+        timing.add_bytes(read=fs.bytes_read_by_this_thread() - before)
+        timing.records_in += 1
 
     def _read_unit(
         self,
@@ -167,7 +198,18 @@ class TaskRunner:
             else:
                 records.append(self._with_split(item, label))
 
-    def _write(self, task_id: str, result: ChainResult, outcome: TaskOutcome) -> None:
+    def _write(self, task_id: str, result: ChainResult) -> StageTiming:
+        """The three task files; their rows and sizes are the write step's records and bytes."""
+        rows = len(result.kept) + len(result.rejected) + len(result.failed)
+        timing = StageTiming("write", records_in=rows, records_out=rows)
+        with Stopwatch() as watch:
+            self._write_files(task_id, result)
+        timing.add_time(watch)
+        folder = self.task_dir(task_id)
+        timing.add_bytes(written=sum(file_size(fs.join(folder, name)) for name in TASK_FILES))
+        return timing
+
+    def _write_files(self, task_id: str, result: ChainResult) -> None:
         folder = self.task_dir(task_id)
         out = self.spec.output
         write_parquet(
@@ -190,9 +232,12 @@ class TaskRunner:
             ERROR_SCHEMA,
             compression=out.compression,
         )
-        # The marker comes last: its presence means the three files above are complete.
+
+    def _mark_done(self, task_id: str, outcome: TaskOutcome) -> None:
+        # The marker comes last: its presence means the three task files are complete.
         fs.write_bytes_atomic(
-            fs.join(folder, "done.json"), json.dumps(outcome.as_dict(), sort_keys=True).encode()
+            fs.join(self.task_dir(task_id), "done.json"),
+            json.dumps(outcome.as_dict(), sort_keys=True).encode(),
         )
 
 

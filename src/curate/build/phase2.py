@@ -19,6 +19,7 @@ import apache_beam as beam
 
 from curate import fs
 from curate.build.task_outputs import KEPT, WriteFromTasks, task_file
+from curate.build.timings import Phase2Step, file_size, parquet_bytes_read
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.exact import Decision, caption_image_key, group_drops, text_field
 from curate.instruct.config import InstructConfig
@@ -42,6 +43,14 @@ DROP_PRIORITY = (
 PHASE2_STAGE_PREFIXES = ("dedup", "decontaminate", "quality")
 
 
+# Beam metrics of the main steps (the manifest's `timings.phase2`).
+READ_COMPACT = Phase2Step("read_compact")
+EXACT_CAPTION_IMAGE = Phase2Step("exact_caption_image")
+EXACT_IMAGE = Phase2Step("exact_image")
+READ_FULL = Phase2Step("read_full")
+READ_ERRORS = Phase2Step("read_errors")
+
+
 # ---- exact duplicates on compact rows ----------------------------------------------------------
 
 
@@ -55,23 +64,58 @@ def read_compact(
         + (["image_sha256"] if has_image else [])
         + ([text_field] if text_field else [])
     )
-    for row in read_rows(path, columns=columns):
-        image = row.get("image_sha256")
-        yield {
-            "record_id": row["record_id"],
-            "split": row["split"],
-            "task_id": task_id,
-            "image_sha256": image,
-            "caption_key": caption_image_key(row.get(text_field) if text_field else None, image),
-        }
+    # Built before the first yield, so the step's time excludes the fused steps downstream.
+    with READ_COMPACT.timed():
+        compact = [
+            {
+                "record_id": row["record_id"],
+                "split": row["split"],
+                "task_id": task_id,
+                "image_sha256": row.get("image_sha256"),
+                "caption_key": caption_image_key(
+                    row.get(text_field) if text_field else None, row.get("image_sha256")
+                ),
+            }
+            for row in read_rows(path, columns=columns)
+        ]
+    READ_COMPACT.count("files")
+    READ_COMPACT.count("records_out", len(compact))
+    READ_COMPACT.count("bytes_read", parquet_bytes_read(path, columns))
+    yield from compact
 
 
 def _caption_image_key(row: dict[str, Any]) -> list[tuple[str, str]]:
+    EXACT_CAPTION_IMAGE.count("records_in")
     return [(row["caption_key"], row["record_id"])] if row["caption_key"] else []
 
 
 def _image_key(row: dict[str, Any]) -> list[tuple[str, str]]:
+    EXACT_IMAGE.count("records_in")
     return [(row["image_sha256"], row["record_id"])] if row["image_sha256"] else []
+
+
+def _counted_drops(
+    item: tuple[str, Iterable[str]], reason: str, stage: str, step: Phase2Step
+) -> Iterator[tuple[str, Decision]]:
+    """`group_drops`, counting the drops for the step's metrics."""
+    for drop in group_drops(item, reason, stage):
+        step.count("drops")
+        yield drop
+
+
+def read_full(path: str) -> list[dict[str, Any]]:
+    """Every column of a task's kept file (for the transforms that hash or embed records)."""
+    with READ_FULL.timed():
+        rows = read_rows(path)
+    READ_FULL.count("records_out", len(rows))
+    READ_FULL.count("bytes_read", file_size(path))
+    return rows
+
+
+def read_errors(path: str) -> list[dict[str, Any]]:
+    rows = read_rows(path)
+    READ_ERRORS.count("records_out", len(rows))
+    return rows
 
 
 class ExactDuplicates(beam.PTransform):
@@ -92,14 +136,20 @@ class ExactDuplicates(beam.PTransform):
                 | "CaptionImageKey" >> beam.FlatMap(_caption_image_key)
                 | "GroupCaptionImage" >> MeasuredGroupByKey("phase2.exact_caption_image")
                 | "CaptionImageDrops"
-                >> beam.FlatMap(group_drops, "duplicate_caption_image", "dedup:exact_caption_image")
+                >> beam.FlatMap(
+                    _counted_drops,
+                    "duplicate_caption_image",
+                    "dedup:exact_caption_image",
+                    EXACT_CAPTION_IMAGE,
+                )
             )
         if self.image_sha256:
             drops.append(
                 compact
                 | "ImageKey" >> beam.FlatMap(_image_key)
                 | "GroupImage" >> MeasuredGroupByKey("phase2.exact_image")
-                | "ImageDrops" >> beam.FlatMap(group_drops, "duplicate_image", "dedup:exact_image")
+                | "ImageDrops"
+                >> beam.FlatMap(_counted_drops, "duplicate_image", "dedup:exact_image", EXACT_IMAGE)
             )
         return tuple(drops)
 
@@ -120,7 +170,10 @@ def _if_enabled(config: _Section | None) -> _Section | None:
 
 
 def _as_drop(stage: str):
+    step = Phase2Step(stage)
+
     def convert(decision: tuple[str, str, str | None]) -> tuple[str, Decision]:
+        step.count("drops")
         record_id, reason, duplicate_of = decision
         return record_id, (stage, reason, duplicate_of)
 
@@ -317,7 +370,7 @@ def run_phase2(spec: Spec, out_dir: str, tasks: list[dict[str, Any]], runner: An
         records = (
             p
             | "KeptFilesFull" >> beam.Create([path for _, path in kept_files], reshuffle=False)
-            | "ReadFull" >> beam.FlatMap(read_rows)
+            | "ReadFull" >> beam.FlatMap(read_full)
         )
         drops.extend(optional_drops(spec, records, out_dir))
     if not drops:  # nothing can drop a record: an empty decision set
@@ -338,7 +391,7 @@ def run_phase2(spec: Spec, out_dir: str, tasks: list[dict[str, Any]], runner: An
     errors = (
         p
         | "ErrorFiles" >> beam.Create(task_files(out_dir, tasks, "errors.parquet"), reshuffle=False)
-        | "ReadErrors" >> beam.FlatMap(read_rows)
+        | "ReadErrors" >> beam.FlatMap(read_errors)
     )
     _ = errors | "Errors" >> WriteFlatFiles(
         out_dir, layout.ERRORS, ERROR_SCHEMA, settings, out.shard_rows, "source_uri"

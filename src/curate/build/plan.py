@@ -8,6 +8,7 @@ retracted articles) are listed with their reason and never read.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,3 +114,49 @@ def write_skipped(out_dir: str, skipped: list[dict[str, Any]], compression: str)
             SKIPPED_SCHEMA,
             compression=compression,
         )
+
+
+def evenly_spaced(items: list[Any], n: int) -> list[Any]:
+    """`n` items spread over the whole (sorted) list: deterministic, and a sample that sees the
+    start, middle and end of the input rather than only its first ids."""
+    if n >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def sample_plan(plan: Plan, per_source: int, units_per_task: int) -> Plan:
+    """A plan over `per_source` active units of each source (evenly spaced by unit id), for a
+    calibration build; skipped units stay out, so the sample's accounting covers only itself."""
+    if per_source < 1:
+        raise SpecError(f"a sample needs at least one unit per source, not {per_source}")
+    sampled = Plan()
+    for label, entry in plan.inputs.items():
+        active = [
+            Unit.from_dict(unit)
+            for task in plan.tasks
+            if task["source"] == label
+            for unit in task["units"]
+        ]
+        chosen = evenly_spaced(active, per_source)
+        sampled.inputs[label] = {**entry, "discovered": len(chosen), "skipped": {}}
+        sampled.tasks.extend(make_tasks(label, chosen, units_per_task))
+    return sampled
+
+
+def require_units(plan: Plan) -> None:
+    """Every source has units to build: a missing or empty path is an error, not an empty plan."""
+    for label, entry in plan.inputs.items():
+        path = entry["path"]
+        if fs.is_local(path) and not os.path.exists(path):
+            raise SpecError(f"source {label}: path {path} does not exist")
+        if not entry["discovered"]:
+            raise SpecError(
+                f"source {label}: no {entry['kind']} input units found under {path} "
+                "(empty folder, or another layout than the spec's options say?)"
+            )
+        skipped = sum(entry["skipped"].values())
+        if skipped == entry["discovered"]:
+            raise SpecError(
+                f"source {label}: all {skipped} units under {path} are skipped "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(entry['skipped'].items()))})"
+            )

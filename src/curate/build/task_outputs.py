@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 
 from curate import fs
+from curate.build.timings import Phase2Step, file_size
 from curate.schema import RecordSchema, reject_schema
 from curate.shards import layout
 from curate.shards.beam import FlatPath, ShardPath, WriteSettings, write_group
@@ -30,6 +31,10 @@ from curate.stages import Rejected
 Decision = tuple[str, str, str | None]  # (stage, reason, duplicate_of)
 SHARDS = "shards"
 KEPT = "kept"
+# Beam metrics of the join and the writers (the manifest's `timings.phase2`).
+DECISIONS = Phase2Step("decisions")
+WRITE_SHARDS = Phase2Step("write_shards")
+WRITE_REJECTS = Phase2Step("write_rejects")
 
 
 def task_file(out_dir: str, task_id: str, name: str) -> str:
@@ -53,6 +58,9 @@ class TaskFate:
 def _fate_item(item: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
     record_id, joined = item
     decision = joined["decision"][0] if joined["decision"] else None
+    DECISIONS.count("records_in", len(joined["row"]))
+    if decision is not None:
+        DECISIONS.count("drops", len(joined["row"]))
     for task_id, split in joined["row"]:
         yield task_id, (record_id, split, decision)
 
@@ -105,39 +113,51 @@ class _WriteTaskFile(beam.DoFn):
     def process(self, item: tuple[tuple[str, str, int, int], Iterable[TaskFate]]) -> Iterator[Any]:
         (table, split, index, total), fates = item
         ordered = sorted(fates, key=lambda f: f.task_id)
-        if table == SHARDS:
-            rows = [row for fate in ordered for row in self._kept(fate, split)]
-            result = write_group(
-                ((split, index, total), rows),
-                ShardPath(self.out_dir, SHARDS),
-                self.schema.arrow,
-                self.settings,
-                "record_id",
-            )
-            if self.emit_kept:
-                for row in rows:
-                    yield beam.pvalue.TaggedOutput(KEPT, row)
-        else:
-            rows = [row for fate in ordered for row in self._rejects(fate)]
-            result = write_group(
-                ((index, total), rows),
-                FlatPath(self.out_dir, layout.REJECTS),
-                reject_schema(self.schema),
-                self.settings,
-                "record_id",
-            )
+        step = WRITE_SHARDS if table == SHARDS else WRITE_REJECTS
+        # Written before the first yield, so the step's time excludes the steps downstream.
+        with step.timed():
+            if table == SHARDS:
+                rows = [row for fate in ordered for row in self._kept(fate, split)]
+                result = write_group(
+                    ((split, index, total), rows),
+                    ShardPath(self.out_dir, SHARDS),
+                    self.schema.arrow,
+                    self.settings,
+                    "record_id",
+                )
+            else:
+                rows = [row for fate in ordered for row in self._rejects(fate)]
+                result = write_group(
+                    ((index, total), rows),
+                    FlatPath(self.out_dir, layout.REJECTS),
+                    reject_schema(self.schema),
+                    self.settings,
+                    "record_id",
+                )
+        step.count("files")
+        step.count("records_out", result["rows"])
+        step.count("bytes_written", file_size(result["path"]))
+        if table == SHARDS and self.emit_kept:
+            for row in rows:
+                yield beam.pvalue.TaggedOutput(KEPT, row)
         yield result
 
     def _kept(self, fate: TaskFate, split: str) -> Iterator[dict[str, Any]]:
-        for row in read_rows(task_file(self.out_dir, fate.task_id, "kept.parquet")):
+        path = task_file(self.out_dir, fate.task_id, "kept.parquet")
+        WRITE_SHARDS.count("bytes_read", file_size(path))
+        for row in read_rows(path):
             if row["split"] == split and row["record_id"] not in fate.dropped:
                 yield row
 
     def _rejects(self, fate: TaskFate) -> Iterator[dict[str, Any]]:
         if fate.phase1_rejects:
-            yield from read_rows(task_file(self.out_dir, fate.task_id, "rejects.parquet"))
+            path = task_file(self.out_dir, fate.task_id, "rejects.parquet")
+            WRITE_REJECTS.count("bytes_read", file_size(path))
+            yield from read_rows(path)
         if fate.dropped:
-            for row in read_rows(task_file(self.out_dir, fate.task_id, "kept.parquet")):
+            path = task_file(self.out_dir, fate.task_id, "kept.parquet")
+            WRITE_REJECTS.count("bytes_read", file_size(path))
+            for row in read_rows(path):
                 decision = fate.dropped.get(row["record_id"])
                 if decision is not None:
                     stage, reason, duplicate_of = decision

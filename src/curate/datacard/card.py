@@ -168,6 +168,7 @@ def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
             "",
             f"`{link['kb_id']}` (sha256 `{link['kb_sha256'][:16]}`).",
         ]
+    parts += time_section(manifest)
     parts += [
         "",
         "## Software",
@@ -176,6 +177,89 @@ def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def human_bytes(n: float | None) -> str:
+    """Decimal units (1 KB = 1000 B), as storage and cloud bills count them."""
+    if n is None:
+        return "—"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _stage_row(prefix: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        f"{prefix} {row['stage']}",
+        _seconds(row.get("wall_s")),
+        _seconds(row.get("cpu_s")),
+        row.get("records_in", "—"),
+        row.get("records_out", "—"),
+        human_bytes(row.get("bytes_read")),
+        human_bytes(row.get("bytes_written")),
+    )
+
+
+STAGE_COLUMNS = (
+    "stage",
+    "wall s",
+    "CPU s",
+    "records in",
+    "records out",
+    "bytes read",
+    "bytes written",
+)
+
+
+def _phase_table(timings: dict[str, Any]) -> str:
+    rows = [
+        (p["phase"], _seconds(p["wall_s"]), _seconds(p["cpu_s"]), _seconds(p["cpu_children_s"]))
+        for p in timings["phases"]
+    ]
+    return _table(rows, ("phase", "wall s", "CPU s (driver)", "CPU s (exited workers)"))
+
+
+def _stage_table(timings: dict[str, Any]) -> str:
+    rows = [_stage_row("phase 1:", row) for row in timings["phase1"]["stages"]]
+    rows += [_stage_row("phase 2:", row) for row in timings["phase2"]["steps"]]
+    return _table(rows, STAGE_COLUMNS)
+
+
+def _shuffle_line(shuffles: dict[str, dict[str, int]]) -> str:
+    moved = human_bytes(sum(s["bytes"] for s in shuffles.values()))
+    elements = sum(s["elements"] for s in shuffles.values())
+    return f"Phase 2 shuffled {moved} ({elements} elements) through {len(shuffles)} shuffles."
+
+
+def time_section(manifest: dict[str, Any]) -> list[str]:
+    """The card's "Where the time went": the run's phases, then every timed stage."""
+    timings = manifest.get("timings")
+    if not timings:  # a manifest from before timings existed
+        return []
+    phase1 = timings["phase1"]
+    timed = min((row["tasks_timed"] for row in phase1["stages"]), default=0)
+    return [
+        "",
+        "## Where the time went",
+        "",
+        _phase_table(timings),
+        "",
+        f"Per stage: phase-1 seconds are sums over tasks ({timed} of {phase1['tasks_total']} "
+        "tasks timed in this run or the run that did them); phase-2 steps from Beam metrics "
+        "(the step's own function; shuffles are in the phase-2 total). For read, records in "
+        "counts units.",
+        "",
+        _stage_table(timings),
+        "",
+        _shuffle_line(manifest.get("shuffle") or {}),
+    ]
 
 
 def write_data_card(out_dir: str, manifest: dict[str, Any]) -> str:
