@@ -27,6 +27,7 @@ LONG_MODULES = {
     "curate.instruct.templated": "CheXinstruct-style templates: one generator per task",
     "curate.demo.pmc": "the PMC demo corpus: three layouts with planted broken files",
     "curate.demo.radiology": "the radiology demo corpus: DICOM in many syntaxes plus CSVs",
+    "curate.dedup.near": "probe keys, the bounded spanning-forest search and caption MinHash edges",
 }
 
 

@@ -27,10 +27,12 @@ from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
 from curate.dedup.groups import Edge, resolve
 from curate.dedup.minhash import MinHasher, lsh_band_keys
 from curate.dedup.near import (
+    ImageMember,
     NearAttributes,
     eligible_text,
-    image_edges_for_key,
-    image_probe_keys,
+    image_edges_for_group,
+    image_group_bits,
+    image_group_keys,
     near_attributes,
     text_edges_in_bucket,
     text_hasher,
@@ -102,6 +104,57 @@ class SemanticEdges(beam.PTransform):
         )
 
 
+def _image_member(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageMember]:
+    """The record as an image near-dup member, or nothing when it cannot link to any."""
+    if attrs.image_hash is None:
+        return []
+    if config.image.confirm_dhash_max is not None and attrs.confirm_hash is None:
+        return []  # a pair needs both dHashes to be confirmed
+    rank = attrs.keep_rank(config.keep)
+    return [(attrs.record_id, attrs.image_hash, rank, attrs.confirm_hash)]
+
+
+class ImageEdges(beam.PTransform):
+    """NearAttributes -> image edges, one call per group of probe-key buckets.
+
+    A group is a block and the top bits of its keys (`image_group_keys`), as many bits as keep
+    a group near `beam_group_size` hashes (from the count of hashes, a side input), so the
+    whole set is a few calls instead of one per probe key. Every close pair shares a key,
+    hence a group; each group yields a spanning forest of its members' pairs."""
+
+    def __init__(self, config: NearDedupConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, attrs: beam.PCollection) -> beam.PCollection:
+        image = self.config.image
+        members = attrs | "ImageMembers" >> beam.FlatMap(_image_member, self.config)
+        bits = (
+            members
+            | "CountImages" >> beam.combiners.Count.Globally()
+            | "GroupBits" >> beam.Map(image_group_bits, image.max_hamming, image.beam_group_size)
+        )
+        return (
+            members
+            | "ImageGroups"
+            >> beam.FlatMap(
+                lambda m, b: [(g, m) for g in image_group_keys(m[1], image.max_hamming, b)],
+                b=beam.pvalue.AsSingleton(bits),
+            )
+            | "GroupImages" >> beam.GroupByKey()
+            | "ImageEdges"
+            >> beam.FlatMap(
+                lambda kv: image_edges_for_group(
+                    kv[0],
+                    list(kv[1]),
+                    image.max_hamming,
+                    image.confirm_dhash_max,
+                    image.chunk_size,
+                )
+            )
+        )
+
+
 class NearDuplicates(beam.PTransform):
     """records -> decisions `(record_id, reason, duplicate_of)` for near/semantic duplicates.
 
@@ -128,36 +181,7 @@ class NearDuplicates(beam.PTransform):
         attrs = records | "NearAttributes" >> beam.Map(near_attributes, config)
         edge_sets = []
         if config.enabled and config.image.enabled:
-            max_h = config.image.max_hamming
-            confirm_max = config.image.confirm_dhash_max
-            image_edges = (
-                attrs
-                | "ImageBlocks"
-                >> beam.FlatMap(
-                    lambda a: (
-                        []
-                        if a.image_hash is None
-                        else [
-                            (
-                                key,
-                                (
-                                    a.record_id,
-                                    a.image_hash,
-                                    a.keep_rank(config.keep),
-                                    a.confirm_hash,
-                                ),
-                            )
-                            for key in image_probe_keys(a.image_hash, max_h)
-                        ]
-                    )
-                )
-                | "GroupImageBlocks" >> beam.GroupByKey()
-                | "ImageEdges"
-                >> beam.FlatMap(
-                    lambda kv: image_edges_for_key(kv[0], list(kv[1]), max_h, confirm_max)
-                )
-            )
-            edge_sets.append(image_edges)
+            edge_sets.append(attrs | "Image" >> ImageEdges(config))
         if config.enabled and config.caption.enabled:
             cap = config.caption
             text_edges = (

@@ -31,6 +31,9 @@ class ImageNearConfig(BaseModel):
     max_hamming: int = Field(default=8, ge=0, le=32)
     confirm_dhash_max: int | None = Field(default=6, ge=0, le=64)
     max_pixels: int = 200_000_000
+    # Resources, not policy: they change speed and memory, never the groups.
+    chunk_size: int = Field(default=1 << 18, ge=1 << 10)
+    beam_group_size: int = Field(default=100_000, ge=1)
 
 
 class TextNearConfig(BaseModel):

@@ -1,14 +1,16 @@
 """Near-duplicate detection on compact attributes: image perceptual hashes and caption MinHash.
 
 The functions here are pure (lists in, edges out) and are what the Beam transforms in
-`curate.dedup.beam` call per bucket, so the unit tests exercise the same code the pipeline runs.
+`curate.dedup.beam` call per group of buckets, so the unit tests exercise the same code the
+pipeline runs.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,18 +89,47 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
 # Exact: two hashes within max_hamming bits cannot differ by >= 3 bits in every block
 # (that would be >= 3m > max_hamming), and two block values within 2 bits share a point of their
 # radius-1 balls (d=0: itself, d=1: either end, d=2: either midpoint), hence a key. A bucket of a
-# 21-bit key holds ~22 N / 2^21 hashes (~160 at 15M, ~10 at 1M) instead of N/128, at 67 keys per
-# hash instead of 9 (a bigger Beam shuffle, traded for linear-ish verification). The verification
-# (full pHash distance + dHash confirmation) is unchanged, so the groups are exactly those of the
-# pairs within the thresholds. In memory the keys are sort-joined in numpy; in Beam each bucket
-# emits only the pairs whose smallest shared key is its own (`image_edges_for_key`).
+# 21-bit key holds ~22 N / 2^21 hashes (~160 at 15M, ~10 at 1M) instead of N/128.
+#
+# Groups need only a spanning forest of the close pairs (pHash within max_hamming and, with
+# confirmation, dHash within confirm_dhash_max), so `_Forest` keeps a union-find on numpy arrays
+# and records only the pairs that join two components: O(n) edges whatever the data. Work stays
+# near-linear on hard data (a tight cluster of distinct hashes: blank-ish figures,
+# white-background charts, the slices of one CT series) because a bucket is handled by its size:
+# - up to a limit (a few times the bucket size of uniform hashes), all its pairs are verified,
+#   vectorised over all small buckets at once;
+# - the members of larger buckets are searched again with probe keys on their dHash (an edge
+#   needs both hashes close, so those keys are exact too, and they split a pHash-tight cluster
+#   into its dHash neighbourhoods); what is still large is linked by `_link_dense`, which
+#   compares a batch of members with the members not yet in their component, so a dense
+#   cluster is absorbed in a step or two and its other buckets are skipped at once; a large
+#   bucket that stays sparse (far-apart hashes sharing one block) is split by probe keys on
+#   its other bits. No pair list is ever materialised.
+# Keys are packed with their owner into uint64 codes and sorted by partition, a partition being
+# a block and the top bits of the key (a hash's keys fall in its own partition and, through the
+# flip of one top bit, in one neighbour per top bit): `chunk_size` bounds the keys sorted and
+# the pairs compared at once, besides ~100 bytes per hash (a tight cluster, whose keys crowd
+# into one partition, needs ~500). The Beam path groups hashes by the same partitions, one call
+# per group for all its buckets (`image_group_keys`, `image_edges_for_group`).
+
+ImageGroup = tuple[int, int, int]  # (block index, number of top key bits, their value)
+
+_MIN_BUCKET_LIMIT = 32  # buckets up to this size (or 4x the uniform size) verify all pairs
+_DENSE_BATCH = 64  # members compared at once against the rest of a large bucket
+_OWNER_BITS = 32  # a code is key << 32 | owner: keys are <= 32 bits (>= 2 blocks)
+
+
+def _probe_blocks(width: int, max_bits: int) -> list[tuple[int, int]]:
+    """Bit ranges (lo, hi) splitting `width` bits into probed blocks for `max_bits` (see the
+    comment above); at least two, so that a key fits 32 bits."""
+    blocks = min(width, max(2, -(-(max_bits + 1) // 3)))  # a radius-1 ball covers 2 bits a block
+    bounds = np.linspace(0, width, blocks + 1).astype(int)
+    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(blocks)]
 
 
 def image_probe_layout(max_hamming: int) -> list[tuple[int, int]]:
-    """Bit ranges (lo, hi) of the probed blocks for `max_hamming` (see the comment above)."""
-    blocks = min(64, max(1, -(-(max_hamming + 1) // 3)))  # a radius-1 ball covers 2 bits per block
-    bounds = np.linspace(0, 64, blocks + 1).astype(int)
-    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(blocks)]
+    """Bit ranges (lo, hi) of the probed blocks of a 64-bit hash for `max_hamming`."""
+    return _probe_blocks(64, max_hamming)
 
 
 def image_probe_keys(value: int, max_hamming: int) -> list[tuple[int, int]]:
@@ -112,213 +143,494 @@ def image_probe_keys(value: int, max_hamming: int) -> list[tuple[int, int]]:
     return keys
 
 
-# Popcount by 16-bit table (numpy 1.26 has no bitwise_count): 4 lookups per 64-bit word.
-_POPCOUNT16 = (
-    np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8))
-    .reshape(-1, 16)
-    .sum(axis=1, dtype=np.uint8)
+def image_group_bits(count: int, max_hamming: int, group_size: int) -> int:
+    """Top key bits of the Beam groups, so that a group holds about `group_size` of `count`
+    hashes: (1 + bits) * count / 2^bits (its own and one neighbour per top bit)."""
+    width = min(hi - lo for lo, hi in image_probe_layout(max_hamming))
+    bits = 0
+    while bits < width and (1 + bits) * count > group_size << bits:
+        bits += 1
+    return bits
+
+
+def image_group_keys(value: int, max_hamming: int, bits: int) -> list[ImageGroup]:
+    """The groups holding `value`'s probe keys: per block, the group of its top `bits` bits and
+    the groups of each one-bit flip of them (the keys that flip a top bit land there)."""
+    groups: list[ImageGroup] = []
+    for index, (lo, hi) in enumerate(image_probe_layout(max_hamming)):
+        top = ((value >> lo) & ((1 << (hi - lo)) - 1)) >> (hi - lo - bits)
+        groups.append((index, bits, top))
+        groups.extend((index, bits, top ^ (1 << bit)) for bit in range(bits))
+    return groups
+
+
+# Popcount by SWAR, in place (numpy 1.26 has no bitwise_count): a few passes over uint64s.
+_M1, _M2, _M4, _H01 = (
+    np.uint64(c)
+    for c in (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
 )
+_VERIFY_SLICE = 1 << 16  # candidate pairs verified per step: the passes stay in cache
+
+
+def _popcount_inplace(x: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64 of `x`, overwriting `x` (which is returned)."""
+    y = x >> np.uint64(1)
+    y &= _M1
+    x -= y
+    np.right_shift(x, np.uint64(2), out=y)
+    y &= _M2
+    x &= _M2
+    x += y
+    np.right_shift(x, np.uint64(4), out=y)
+    x += y
+    x &= _M4
+    x *= _H01
+    x >>= np.uint64(56)
+    return x
 
 
 def _popcount64(values: np.ndarray) -> np.ndarray:
-    values = np.ascontiguousarray(values, dtype=np.uint64)
-    return _POPCOUNT16[values.view(np.uint16)].reshape(-1, 4).sum(axis=1, dtype=np.int32)
+    return _popcount_inplace(np.array(values, dtype=np.uint64))
 
 
-def _block_close_pairs(
-    hashes: np.ndarray, lo: int, hi: int, max_hamming: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (a, b), a < b, sharing a probe key of block [lo, hi) and within `max_hamming` bits.
+class _Forest:
+    """Union-find over hash values 0..n-1 (a numpy parent array) that records the pairs joining
+    two components: given close pairs, it keeps a spanning forest of them."""
 
-    Sort-join: the N x (1 + L) keys are sorted once and every run of equal keys yields its
-    pairs; offset o only walks the runs longer than o, so the work is the number of candidate
-    pairs, each verified at once (no candidate list is ever materialised)."""
-    width = hi - lo
-    dtype = np.uint32 if width <= 32 else np.uint64
-    block = ((hashes >> np.uint64(lo)) & np.uint64((1 << width) - 1)).astype(dtype)
-    flips = np.r_[0, np.left_shift(1, np.arange(width, dtype=np.uint64))].astype(dtype)
-    keys = (block[:, None] ^ flips[None, :]).reshape(-1)
-    order = np.argsort(keys)
-    ordered = keys[order]
-    owner = order // len(flips)  # the hash each sorted key belongs to
-    owner_hash = hashes[owner]  # contiguous in sorted order: the offset loop reads it sequentially
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    sizes = np.diff(np.r_[starts, len(ordered)])
-    starts, sizes = starts[sizes >= 2], sizes[sizes >= 2]
-    # sorted positions of the members of runs of size >= 2, each with its run's end
-    pos = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
-    end = np.repeat(starts + sizes, sizes)
-    firsts: list[np.ndarray] = [np.empty(0, np.int64)]
-    seconds: list[np.ndarray] = [np.empty(0, np.int64)]
-    offset = 1
-    while len(pos):
-        inside = pos + offset < end
-        pos, end = pos[inside], end[inside]
-        close = _popcount64(owner_hash[pos] ^ owner_hash[pos + offset]) <= max_hamming
-        a, b = owner[pos[close]], owner[pos[close] + offset]
-        firsts.append(np.minimum(a, b))
-        seconds.append(np.maximum(a, b))
-        offset += 1
-    return np.concatenate(firsts), np.concatenate(seconds)
+    def __init__(
+        self,
+        hashes: np.ndarray,
+        confirm: np.ndarray | None,
+        max_hamming: int,
+        confirm_max: int | None,
+        chunk: int,
+    ) -> None:
+        self.hashes = hashes
+        self.confirm = confirm if confirm_max is not None else None
+        self.max_hamming = max_hamming
+        self.confirm_max = confirm_max
+        self.chunk = chunk
+        self.parent = np.arange(len(hashes), dtype=np.int64)
+        # the last large bucket linked that held each value: a later bucket whose members all
+        # sat in one such bucket has no pair left to link
+        self.bucket_of = np.full(len(hashes), -1, dtype=np.int64)
+        self.large_buckets = 0
+        self.firsts: list[np.ndarray] = [np.empty(0, np.int64)]
+        self.seconds: list[np.ndarray] = [np.empty(0, np.int64)]
+
+    def roots(self, x: np.ndarray) -> np.ndarray:
+        parent = self.parent
+        root = parent[x]
+        while True:
+            up = parent[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+        parent[x] = root  # compress the paths walked
+        return root
+
+    def confirmed(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs (a[k], b[k]) within the dHash threshold (all of them without one)."""
+        if self.confirm is None:
+            return a, b
+        ok = _popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
+        return a[ok], b[ok]
+
+    def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether each pair (a[k], b[k]) is within both thresholds (arrays of any shape)."""
+        ok = _popcount_inplace(self.hashes[a] ^ self.hashes[b]) <= self.max_hamming
+        if self.confirm is not None:
+            ok &= _popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
+        return ok
+
+    def link(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Union the close pairs (a[k], b[k]), recording one pair per component joined.
+
+        Vectorised hooking: per round every root that is the larger end of a pair hooks onto
+        the smallest root it meets (parents only decrease, so no cycle); the rest is retried."""
+        while len(a):
+            ra, rb = self.roots(a), self.roots(b)
+            apart = ra != rb
+            a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
+            if not len(a):
+                return
+            high, low = np.maximum(ra, rb), np.minimum(ra, rb)
+            order = np.lexsort((low, high))
+            sorted_high = high[order]
+            hooks = order[np.r_[True, sorted_high[1:] != sorted_high[:-1]]]
+            self.parent[high[hooks]] = low[hooks]
+            self.firsts.append(a[hooks])
+            self.seconds.append(b[hooks])
+            rest = np.ones(len(a), dtype=bool)
+            rest[hooks] = False
+            a, b = a[rest], b[rest]
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.firsts), np.concatenate(self.seconds)
 
 
-def image_close_pairs(hashes: np.ndarray, max_hamming: int) -> np.ndarray:
-    """All distinct index pairs (k x 2, a < b, sorted) of `hashes` within `max_hamming` bits:
-    probe-key candidates (see above) sort-joined per block, vectorised, verified on all 64 bits."""
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    n = len(hashes)
-    codes = [np.empty(0, np.int64)]
-    for lo, hi in image_probe_layout(max_hamming):
-        a, b = _block_close_pairs(hashes, lo, hi, max_hamming)
-        codes.append(a.astype(np.int64) * n + b)
-    pair_codes = np.unique(np.concatenate(codes))
-    return np.stack([pair_codes // n, pair_codes % n], axis=1)
+def _bucket_limit(count: int, width: int) -> int:
+    """Largest bucket whose pairs are all verified: a few times the size of a bucket of `count`
+    uniform hashes ((width + 1) count / 2^width), so that only real clusters go dense."""
+    return max(_MIN_BUCKET_LIMIT, (4 * (width + 1) * count) >> width)
 
 
-def _highest_bit(values: np.ndarray) -> np.ndarray:
-    """The highest set bit of each uint64 (0 for 0), by smearing the bits downwards."""
-    v = values.copy()
-    for shift in (1, 2, 4, 8, 16, 32):
-        v |= v >> np.uint64(shift)
-    return v ^ (v >> np.uint64(1))
+def _partition_codes(
+    block: np.ndarray, owners: np.ndarray, width: int, bits: int, top: int
+) -> np.ndarray:
+    """Codes (key << 32 | owner) of the probe keys of `block` values whose top `bits` bits are
+    `top`: all of a value's own partition's keys, one key of a neighbour's (its top-bit flip)."""
+    shift = width - bits
+    delta = (block >> np.uint64(shift)) ^ np.uint64(top)
+    home = delta == 0
+    flips = np.r_[0, np.left_shift(1, np.arange(shift, dtype=np.uint64))].astype(np.uint64)
+    home_keys = (block[home, None] ^ flips[None, :]).reshape(-1)
+    home_owners = np.repeat(owners[home], len(flips))
+    near = ~home & (_popcount64(delta) == 1)
+    near_keys = block[near] ^ (delta[near] << np.uint64(shift))
+    keys = np.concatenate([home_keys, near_keys])
+    codes_owners = np.concatenate([home_owners, owners[near]]).astype(np.uint64)
+    return (keys << np.uint64(_OWNER_BITS)) | codes_owners
 
 
-def image_first_shared_key(
-    ha: np.ndarray, hb: np.ndarray, max_hamming: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The smallest probe key (block index, value) that each hash pair shares (index -1: none).
+def _block_partitions(
+    block: np.ndarray, owners: np.ndarray, width: int, scope: ImageGroup | None, chunk: int
+) -> Iterator[np.ndarray]:
+    """Key codes of the `width`-bit `block` values of `owners`, one partition at a time: the
+    scope's group (all keys without one), split by further top bits until a partition holds
+    about `chunk` keys."""
+    bits, top = (scope[1], scope[2]) if scope is not None else (0, 0)
+    sub_bits = bits
+    while sub_bits < width and len(owners) * (width + 1) > chunk << (sub_bits - bits):
+        sub_bits += 1
+    tops = block >> np.uint64(width - sub_bits)
+    order = np.argsort(tops, kind="stable")
+    sorted_tops = tops[order]
+    flips = np.left_shift(1, np.arange(sub_bits, dtype=np.uint64))
+    extra = sub_bits - bits
+    for part in range(top << extra, (top + 1) << extra):
+        wanted = np.r_[np.uint64(part), np.uint64(part) ^ flips]
+        starts = np.searchsorted(sorted_tops, wanted, "left")
+        ends = np.searchsorted(sorted_tops, wanted, "right")
+        sel = order[np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])]
+        if len(sel) > 1:
+            yield _partition_codes(block[sel], owners[sel], width, sub_bits, part)
 
-    A close pair shares up to ~66 keys; the Beam path emits its edge only from this bucket, so
-    each pair is verified into one edge, not one per shared key. Within a block at distance
-    0 the shared keys are the value's radius-1 ball (smallest: its highest set bit cleared),
-    at distance 1 the two values, at distance 2 the two midpoints."""
-    ha = np.asarray(ha, dtype=np.uint64)
-    hb = np.asarray(hb, dtype=np.uint64)
-    index = np.full(len(ha), -1, dtype=np.int64)
-    value = np.zeros(len(ha), dtype=np.uint64)
-    for i, (lo, hi) in enumerate(image_probe_layout(max_hamming)):
-        mask = np.uint64((1 << (hi - lo)) - 1)
-        ba, bb = (ha >> np.uint64(lo)) & mask, (hb >> np.uint64(lo)) & mask
-        diff = ba ^ bb
-        dist = _popcount64(diff)
-        low = diff & (~diff + np.uint64(1))
-        smallest = np.where(
-            dist == 0,
-            ba ^ _highest_bit(ba),
-            np.where(dist == 1, np.minimum(ba, bb), np.minimum(ba ^ low, ba ^ (diff ^ low))),
+
+def _block_values(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return (values >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+
+
+class _Runs(NamedTuple):
+    """Buckets as runs: their members one after the other, and each run's start and size."""
+
+    members: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+
+    def buckets(self) -> Iterator[np.ndarray]:
+        for start, size in zip(self.starts.tolist(), self.sizes.tolist()):
+            yield self.members[start : start + size]
+
+    def select(self, keep: np.ndarray) -> _Runs:
+        return _runs(self.members, self.starts[keep], self.sizes[keep])
+
+
+def _runs(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> _Runs:
+    """The runs values[start : start + size], gathered one after the other."""
+    positions = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+    return _Runs(values[positions], np.cumsum(sizes) - sizes, sizes)
+
+
+def _link_small_buckets(forest: _Forest, codes: np.ndarray, limit: int) -> _Runs:
+    """Verify every pair of each bucket of up to `limit` members (runs of equal keys in the
+    sorted codes) and link the close ones; return the larger buckets.
+
+    Members are ordered by how many follow them in their bucket, so the members compared at
+    offset o (with the one o places later) are a prefix: the work is the number of candidate
+    pairs, sequential, and no pair list is materialised."""
+    codes.sort()
+    keys = codes >> np.uint64(_OWNER_BITS)
+    owners = (codes & np.uint64((1 << _OWNER_BITS) - 1)).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sizes = np.diff(np.r_[starts, len(codes)])
+    big = sizes > limit
+    large = _runs(owners, starts[big], sizes[big])
+    small = (sizes >= 2) & ~big
+    starts, sizes = starts[small], sizes[small]
+    if not len(sizes):
+        return large
+    # sorted positions of the members of small runs, and how many follow each in its run
+    pos = _runs(np.arange(len(codes)), starts, sizes).members
+    later = np.repeat(starts + sizes, sizes) - pos - 1
+    small_ints = np.uint16 if limit < 1 << 16 else np.uint32
+    by_later = np.argsort((limit - later).astype(small_ints), kind="stable")  # radix sort
+    pos, later = pos[by_later], later[by_later]
+    active = np.searchsorted(-later, -np.arange(1, int(later[0]) + 1), side="right")
+    values = forest.hashes[owners]  # in sorted order: the offset loop reads it sequentially
+    first_values = values[pos]
+    for offset, count in enumerate(active.tolist(), start=1):
+        for lo in range(0, count, _VERIFY_SLICE):
+            hi = min(count, lo + _VERIFY_SLICE)
+            near = _popcount_inplace(first_values[lo:hi] ^ values[pos[lo:hi] + offset])
+            hits = pos[lo:hi][near <= forest.max_hamming]
+            if len(hits):
+                a, b = owners[hits], owners[hits + offset]
+                forest.link(*forest.confirmed(a, b))
+    return large
+
+
+def _link_among(forest: _Forest, rows: np.ndarray) -> None:
+    """Link the close pairs among a few members (all pairs compared)."""
+    i, j = np.nonzero(np.triu(forest.close(rows[:, None], rows[None, :]), k=1))
+    forest.link(rows[i], rows[j])
+
+
+def _link_across(forest: _Forest, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Link the close pairs between `rows` and `cols`, a batch of rows at a time; a batch of one
+    component first drops the columns already in it, and links each column once."""
+    for start in range(0, len(rows), _DENSE_BATCH):
+        batch = rows[start : start + _DENSE_BATCH]
+        batch_roots = forest.roots(batch)
+        single = bool((batch_roots == batch_roots[0]).all())
+        if single:
+            cols = cols[forest.roots(cols) != batch_roots[0]]
+        if not len(cols):
+            return
+        step = max(1, forest.chunk // len(batch))
+        for col_start in range(0, len(cols), step):
+            block = cols[col_start : col_start + step]
+            close = forest.close(batch[:, None], block[None, :])
+            if single:
+                j = np.flatnonzero(close.any(axis=0))
+                i = close[:, j].argmax(axis=0)
+            else:
+                i, j = np.nonzero(close)
+            forest.link(batch[i], block[j])
+
+
+def _link_dense(forest: _Forest, members: np.ndarray, max_steps: int = -1) -> np.ndarray:
+    """Link the close pairs of a large bucket without listing its pairs; return the members
+    left after `max_steps` steps (-1: all, nothing is left).
+
+    Rows (the first components in order, about a batch of members, or one whole component)
+    are compared with each other and with every later member; then they leave. Every pair is
+    compared or already in one component, so the groups are exact; a dense cluster joins one
+    component at the first step, and the next step finds nothing left to compare."""
+    pending = members
+    while len(pending) > 1 and max_steps != 0:
+        roots = forest.roots(pending)
+        if (roots == roots[0]).all():
+            return pending[:0]
+        _, first, inverse, counts = np.unique(
+            roots, return_index=True, return_inverse=True, return_counts=True
         )
-        todo = (index < 0) & (dist <= 2)
-        index[todo] = i
-        value[todo] = smallest[todo]
-    return index, value
+        by_appearance = np.argsort(first)
+        cumulative = np.cumsum(counts[by_appearance])
+        taken = max(1, int(np.searchsorted(cumulative, _DENSE_BATCH, side="right")))
+        chosen_groups = np.zeros(len(first), dtype=bool)
+        chosen_groups[by_appearance[:taken]] = True
+        chosen = chosen_groups[inverse.reshape(-1)]
+        rows, pending = pending[chosen], pending[~chosen]
+        if taken > 1:
+            _link_among(forest, rows)
+        _link_across(forest, rows, pending)
+        max_steps -= 1
+    return pending
 
 
-def _close_pairs(hashes: np.ndarray, max_hamming: int) -> np.ndarray:
-    """Index pairs (a < b) within `max_hamming` bits: brute force for a small set (a bucket),
-    the probe-key sort-join for a large one."""
-    n = len(hashes)
-    if n > 2048:
-        return image_close_pairs(hashes, max_hamming)
-    dist = _popcount64(hashes[:, None] ^ hashes[None, :]).reshape(n, n)
-    a, b = np.nonzero(np.triu(dist <= max_hamming, k=1))
-    return np.stack([a, b], axis=1)
+class _Family(NamedTuple):
+    """A hash the edge predicate bounds: its values (one per distinct member) and threshold."""
+
+    values: np.ndarray
+    max_bits: int
 
 
-def _verified_edges(
-    members: Sequence[tuple[str, int, float, int | None]],
+def _link_by_other_bits(
+    forest: _Forest, members: np.ndarray, family: _Family, lo: int, hi: int
+) -> None:
+    """Link the close pairs of members that share a key of block [lo, hi) but are mostly far
+    apart: a close pair is within `max_bits` on the other bits too, so probe keys on those
+    split the bucket exactly (the 'split by further bits' of a sparse bucket)."""
+    values = family.values[members]
+    other = values & np.uint64((1 << lo) - 1)
+    if hi < 64:  # (a shift by 64 is undefined)
+        other |= (values >> np.uint64(hi)) << np.uint64(lo)
+    width = 64 - (hi - lo)
+    for sub_lo, sub_hi in _probe_blocks(width, family.max_bits):
+        block = _block_values(other, sub_lo, sub_hi)
+        limit = _bucket_limit(len(members), sub_hi - sub_lo)
+        for codes in _block_partitions(block, members, sub_hi - sub_lo, None, forest.chunk):
+            for large in _link_small_buckets(forest, codes, limit).buckets():
+                _link_dense(forest, large)  # (large sub-buckets are dense in practice)
+
+
+def _all_equal_in_runs(values: np.ndarray, runs: _Runs) -> np.ndarray:
+    """Per run, whether its `values` are all one non-negative value."""
+    low = np.minimum.reduceat(values, runs.starts)
+    return (low == np.maximum.reduceat(values, runs.starts)) & (low >= 0)
+
+
+def _link_large_buckets(forest: _Forest, runs: _Runs, family: _Family, lo: int, hi: int) -> None:
+    """Large buckets of the last family, dropping, at once for all that remain, those with
+    nothing left to link: all members in one component (a tight cluster once its first bucket
+    is linked) or all in one bucket already linked (the buckets of one shared block value).
+    They are linked in waves of 1, 2, 4, ... buckets, checking the rest after each wave."""
+    wave = 1
+    while len(runs.starts):
+        done = _all_equal_in_runs(forest.roots(runs.members), runs)
+        done |= _all_equal_in_runs(forest.bucket_of[runs.members], runs)
+        runs = runs.select(np.flatnonzero(~done))
+        for members in runs.select(np.arange(min(wave, len(runs.starts)))).buckets():
+            _link_large_bucket(forest, members, family, lo, hi)
+        runs = runs.select(np.arange(min(wave, len(runs.starts)), len(runs.starts)))
+        wave *= 2
+
+
+def _link_large_bucket(
+    forest: _Forest, members: np.ndarray, family: _Family, lo: int, hi: int
+) -> None:
+    """A bucket over the limit: one dense step absorbs a tight cluster; if many components are
+    still apart, the bucket is split by keys on its other bits instead of compared pairwise."""
+    seen = forest.bucket_of[members]
+    if seen[0] >= 0 and (seen == seen[0]).all():
+        return  # all in one bucket already linked (the buckets of a shared block value)
+    rest = _link_dense(forest, members, max_steps=1)
+    if len(rest) > _DENSE_BATCH and len(np.unique(forest.roots(rest))) > _DENSE_BATCH:
+        _link_by_other_bits(forest, rest, family, lo, hi)
+    else:
+        _link_dense(forest, rest)
+    forest.bucket_of[members] = forest.large_buckets
+    forest.large_buckets += 1
+
+
+def _link_candidates(
+    forest: _Forest,
+    idx: np.ndarray,
+    families: list[_Family],
+    scope: ImageGroup | None,
+    count: int,
+) -> None:
+    """Link every close pair among `idx` sharing a probe key of the first family within
+    `scope` (a Beam group; None: every key). Members of large buckets are searched again with
+    the next family's keys (exact too: an edge needs every hash close), or, for the last
+    family, bucket by bucket (`_link_large_bucket`)."""
+    family = families[0]
+    deferred = np.zeros(len(forest.parent), dtype=bool)
+    for index, (lo, hi) in enumerate(_probe_blocks(64, family.max_bits)):
+        if scope is not None and scope[0] != index:
+            continue
+        limit = _bucket_limit(count, hi - lo)
+        block = _block_values(family.values[idx], lo, hi)
+        for codes in _block_partitions(block, idx, hi - lo, scope, forest.chunk):
+            large = _link_small_buckets(forest, codes, limit)
+            if len(families) > 1:
+                deferred[large.members] = True
+            else:
+                _link_large_buckets(forest, large, family, lo, hi)
+    rest = np.flatnonzero(deferred)
+    if len(rest) > 1:
+        _link_candidates(forest, rest, families[1:], None, len(rest))
+
+
+def _distinct_holders(hashes: np.ndarray, confirm: np.ndarray) -> np.ndarray:
+    """For each member, the first member with the same (hash, confirm) values."""
+    order = np.lexsort((confirm, hashes))  # stable: the first of equal values comes first
+    h, c = hashes[order], confirm[order]
+    new = np.r_[True, (h[1:] != h[:-1]) | (c[1:] != c[:-1])]
+    run_start = np.maximum.accumulate(np.where(new, np.arange(len(order)), 0))
+    holder = np.empty_like(order)
+    holder[order] = order[run_start]
+    return holder
+
+
+def image_forest(
+    hashes: np.ndarray,
+    confirm: np.ndarray | None,
+    max_hamming: int,
+    confirm_max: int | None = None,
+    chunk: int = 1 << 18,
+    scope: ImageGroup | None = None,
+    count: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a, b) forming a spanning forest of the pairs of `hashes` within
+    `max_hamming` bits and, with `confirm_max`, of `confirm` (dHash) within that many bits;
+    every member must have a confirm hash then. With `scope`, only the pairs sharing a probe key
+    of that Beam group (plus identical values); `count` is the size of the whole set."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    if confirm_max is None or confirm is None:
+        confirm, confirm_max = np.zeros(len(hashes), dtype=np.uint64), None
+    confirm = np.asarray(confirm, dtype=np.uint64)
+    if len(hashes) >= 1 << _OWNER_BITS:
+        raise ValueError("image near-dup handles < 2^32 distinct hashes per call")
+    # Identical (pHash, dHash) values are always linked (distance 0): join them to their first
+    # holder directly and search only distinct values, so huge groups (blank images) stay linear.
+    holder = _distinct_holders(hashes, confirm)
+    copies = np.flatnonzero(holder != np.arange(len(hashes)))
+    reps = np.flatnonzero(holder == np.arange(len(hashes)))
+    forest = _Forest(hashes[reps], confirm[reps], max_hamming, confirm_max, chunk)
+    families = [_Family(forest.hashes, max_hamming)]
+    if forest.confirm is not None and confirm_max is not None:
+        families.append(_Family(forest.confirm, confirm_max))
+    if count is None:
+        count = len(reps)
+    _link_candidates(forest, np.arange(len(reps)), families, scope, count)
+    a, b = forest.edges()
+    return np.r_[holder[copies], reps[a]], np.r_[copies, reps[b]]
+
+
+ImageMember = tuple[str, int, float, int | None]  # (record_id, hash, rank, confirm hash)
+
+
+def _member_edges(
+    members: Sequence[ImageMember],
     max_hamming: int,
     confirm_max: int | None,
-    reason: str,
-    key: tuple[int, int] | None = None,
+    chunk: int,
+    scope: ImageGroup | None = None,
+    count: int | None = None,
+    reason: str = IMAGE_REASON,
 ) -> list[Edge]:
-    """Spanning forest of the pairs of (record_id, hash, rank, confirm_hash) members within
-    `max_hamming` pHash bits and, with `confirm_max`, within that many dHash bits. With `key`,
-    only the pairs whose first shared probe key is `key` (one bucket of the Beam path)."""
     if confirm_max is not None:
         # A pair needs both dHashes to be confirmed: without one a record links to nothing.
         members = [m for m in members if m[3] is not None]
     if len(members) < 2:
         return []
-    members = sorted(members, key=lambda m: m[0])
-    ids = [m[0] for m in members]
-    ranks = [m[2] for m in members]
     hashes = np.array([m[1] for m in members], dtype=np.uint64)
-    confirm = np.array([m[3] if confirm_max is not None else 0 for m in members], dtype=np.uint64)
-    uf = UnionFind()
-    edges: list[Edge] = []
-
-    def link(i: int, j: int) -> None:
-        # Only edges that join new components: a spanning forest is enough for union-find.
-        if uf.union(ids[i], ids[j]):
-            edges.append(Edge(ids[i], ids[j], reason, ranks[i], ranks[j]))
-
-    def in_key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if key is None:
-            return np.ones(len(a), dtype=bool)
-        index, value = image_first_shared_key(hashes[a], hashes[b], max_hamming)
-        return (index == key[0]) & (value == np.uint64(key[1]))
-
-    # Identical (pHash, dHash) members are always linked (distance 0): join them to their first
-    # holder directly and compare only distinct values, so huge groups (blank images) stay linear.
-    _, first, inverse = np.unique(
-        np.stack([hashes, confirm], axis=1), axis=0, return_index=True, return_inverse=True
-    )
-    holder = first[inverse.reshape(-1)]
-    copies = np.flatnonzero(holder != np.arange(len(ids)))
-    copies = copies[in_key(holder[copies], copies)]
-    for i, j in zip(holder[copies].tolist(), copies.tolist()):
-        link(i, j)
-    reps = np.sort(first)
-    pairs = _close_pairs(hashes[reps], max_hamming)
-    a, b = reps[pairs[:, 0]], reps[pairs[:, 1]]
-    if confirm_max is not None:
-        ok = _popcount64(confirm[a] ^ confirm[b]) <= confirm_max
-        a, b = a[ok], b[ok]
-    ok = in_key(a, b)
-    for i, j in zip(a[ok].tolist(), b[ok].tolist()):
-        link(i, j)
-    return edges
+    confirm = np.array([m[3] or 0 for m in members], dtype=np.uint64)
+    a, b = image_forest(hashes, confirm, max_hamming, confirm_max, chunk, scope, count)
+    return [
+        Edge(members[i][0], members[j][0], reason, members[i][2], members[j][2])
+        for i, j in zip(a.tolist(), b.tolist())
+    ]
 
 
-def image_edges_in_bucket(
-    members: Sequence[tuple[str, int, float, int | None]],
+def image_edges_for_group(
+    group: ImageGroup,
+    members: Sequence[ImageMember],
     max_hamming: int,
     confirm_max: int | None = None,
+    chunk: int = 1 << 18,
     reason: str = IMAGE_REASON,
 ) -> list[Edge]:
-    """Edges between (record_id, hash, rank, confirm_hash) members within `max_hamming` bits.
-
-    With `confirm_max`, a pair must also be within that many bits on the second hash (dHash):
-    white-background charts share pHash low frequencies but not dHash gradients
-    (dedup_quality.py: unrelated charts at pHash <= 8 all had dHash >= 8; copies <= 6).
-    """
-    return _verified_edges(members, max_hamming, confirm_max, reason)
-
-
-def image_edges_for_key(
-    key: tuple[int, int],
-    members: Sequence[tuple[str, int, float, int | None]],
-    max_hamming: int,
-    confirm_max: int | None = None,
-    reason: str = IMAGE_REASON,
-) -> list[Edge]:
-    """`image_edges_in_bucket` for the bucket of probe key `key` (Beam path), keeping only the
-    pairs whose first shared key is `key`: every close pair is shared by >= 1 bucket and owned
-    by exactly one, so the union over buckets has the same groups and each pair's edge once."""
-    return _verified_edges(members, max_hamming, confirm_max, reason, key)
+    """Edges of one Beam group (`image_group_keys`): a spanning forest of the members' close
+    pairs that share a probe key of the group. Every close pair shares a key, so the union over
+    groups has exactly the groups of all pairs, with at most members - 1 edges per group."""
+    bits = group[1]
+    count = (len(members) << bits) // (1 + bits)  # the whole set, for the bucket limit
+    return _member_edges(members, max_hamming, confirm_max, chunk, group, count, reason)
 
 
 def image_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
-    """Image edges over all records: pairs within `max_hamming` pHash bits (probe-key sort-join,
-    see above) confirmed on dHash, as a spanning forest (same groups as all pairs)."""
+    """Image edges over all records: pairs within `max_hamming` pHash bits (probe keys, see
+    above) confirmed on dHash, as a spanning forest (same groups as all pairs)."""
     members = [
         (a.record_id, a.image_hash, a.keep_rank(config.keep), a.confirm_hash)
         for a in attrs
         if a.image_hash is not None
     ]
-    return _verified_edges(
-        members, config.image.max_hamming, config.image.confirm_dhash_max, IMAGE_REASON
-    )
+    image = config.image
+    return _member_edges(members, image.max_hamming, image.confirm_dhash_max, image.chunk_size)
 
 
 # ---- caption edges --------------------------------------------------------------------------
