@@ -77,7 +77,9 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
         num_workers=args.workers,
         beam_args=beam_args,
     )
-    result = build(loaded, args.out, runner, fresh=args.fresh)
+    runner.check_beam_version()
+    out_dir = runner.resolve_paths({"--out": args.out})["--out"]
+    result = build(loaded, out_dir, runner, fresh=args.fresh)
     summary = summarise(result.manifest)
     print(summary)
     if not result.ok:

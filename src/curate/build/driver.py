@@ -76,8 +76,9 @@ class Build:
         return fs.join(self.out_dir, layout.WORK, *parts)
 
     def prepare(self) -> None:
-        if self.fresh and fs.is_local(self.out_dir) and os.path.isdir(self.out_dir):
-            shutil.rmtree(self.out_dir)
+        self.runner.configure_filesystems()
+        if self.fresh:
+            clear_build_folder(self.out_dir)
         fs.makedirs(self.out_dir)
         state_path = self._work("state.json")
         self.linking = self._link_identity()
@@ -116,7 +117,7 @@ class Build:
         with self._phase("prepare"):
             self.prepare()
         with self._phase("inputs"):  # generates the demo corpora for `demo:` paths
-            paths = source_paths(self.spec, self._work())
+            paths = self.runner.resolve_paths(source_paths(self.spec, self._work()))
         with self._phase("discover"):
             discovered = discover(self.spec, paths)
             if self.require_inputs:
@@ -190,3 +191,17 @@ def build(
     sample: int | None = None,
 ) -> BuildResult:
     return Build(loaded, out_dir, runner, fresh=fresh, sample=sample).run()
+
+
+def clear_build_folder(out_dir: str) -> None:
+    """`--fresh`: remove what a build writes (its manifest, data card, output folders and work
+    folder), local or on an object store, and nothing else that lives there."""
+    for name in (*layout.BUILD_ENTRIES, layout.WORK):
+        path = fs.join(out_dir, name)
+        if fs.is_local(path):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.isfile(path):
+                os.remove(path)
+        else:
+            fs.delete([path, *fs.glob(path.rstrip("/") + "/**")])

@@ -24,6 +24,7 @@ from curate.schema import ERROR_SCHEMA, load_schema, reject_schema
 from curate.shards import layout
 from curate.shards.writer import write_parquet
 from curate.sources.base import Source, Unit, get_source_class
+from curate.sources.uris import relative_uri, relativise_record, relativise_text
 from curate.spec import Spec
 from curate.split import resolve_split
 from curate.stages import ChainResult, Failed, Rejected, Stage, StageCounts, run_chain
@@ -140,12 +141,24 @@ class TaskRunner:
             self._timed_read(Unit.from_dict(unit_dict), label, outcome, records, start, read)
         read.records_out = len(records)
         result = run_chain(self.stages, records, result=start)
+        self._relativise(result, self.source_paths[label])
         outcome.stages = result.counts
         outcome.kept = len(result.kept)
         write = self._write(task["task_id"], result)
         outcome.timings = [read, *result.timings.values(), write]
         self._mark_done(task["task_id"], outcome)
         return outcome.as_dict()
+
+    @staticmethod
+    def _relativise(result: ChainResult, root: str) -> None:
+        """Stored URIs relative to the source root, so outputs do not depend on where it is."""
+        for record in result.kept:
+            relativise_record(record, root)
+        for rejected in result.rejected:
+            relativise_record(rejected.record, root)
+        for failed in result.failed:
+            failed.source_uri = relative_uri(failed.source_uri, root) or failed.source_uri
+            failed.message = relativise_text(failed.message, root)
 
     def _timed_read(
         self,

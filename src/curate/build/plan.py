@@ -20,6 +20,7 @@ from curate.errors import SpecError
 from curate.shards import layout
 from curate.shards.writer import write_parquet
 from curate.sources.base import Unit, get_source_class
+from curate.sources.uris import relative_uri
 from curate.spec import DEMO_SCHEME, Spec
 
 SKIPPED_SCHEMA = pa.schema(
@@ -67,7 +68,7 @@ def discover(spec: Spec, paths: dict[str, str]) -> Plan:
                 plan.skipped.append(
                     {
                         "unit_id": unit.unit_id,
-                        "uri": unit.uri,
+                        "uri": relative_uri(unit.uri, paths[label]),
                         "source": label,
                         "reason": unit.skip_reason,
                     }

@@ -263,7 +263,7 @@ def time_section(manifest: dict[str, Any]) -> list[str]:
 
 
 def write_data_card(out_dir: str, manifest: dict[str, Any]) -> str:
-    path = fs.join(out_dir, "DATA_CARD.md")
+    path = fs.join(out_dir, layout.DATA_CARD)
     fs.write_bytes_atomic(path, render(manifest, scan_shards(out_dir)).encode())
     return path
 

@@ -28,6 +28,7 @@ INSTRUCTION_REJECTS = "instructions_rejects"
 INSTRUCTION_ERRORS = "instructions_errors"
 BENCHMARK_MATCHES = "benchmark_matches.jsonl"  # under ATTRIBUTES
 DIGESTS = f"{WORK}/digests"
+DATA_CARD = "DATA_CARD.md"
 # Every folder a build writes afresh in phase 2 (a rerun clears them first).
 PHASE2_FOLDERS = (
     *TABLES,
@@ -39,6 +40,8 @@ PHASE2_FOLDERS = (
     INSTRUCTION_ERRORS,
     DIGESTS,
 )
+# Everything a build writes at the top of its folder, besides WORK (what `--fresh` removes).
+BUILD_ENTRIES = (MANIFEST, DATA_CARD, *(f for f in PHASE2_FOLDERS if f != DIGESTS))
 
 
 def shard_name(split: str, index: int, total: int) -> str:
