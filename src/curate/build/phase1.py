@@ -282,6 +282,13 @@ class RunTaskDoFn(beam.DoFn):
         yield outcome
 
 
+def finished_tasks(out_dir: str) -> set[str]:
+    """Ids of the tasks whose done marker exists: one listing of the task folder, not one
+    existence check per task (tens of thousands of requests on an object store)."""
+    pattern = fs.join(out_dir, layout.WORK, "tasks", "*", "done.json")
+    return {path.replace("\\", "/").rsplit("/", 2)[-2] for path in fs.glob(pattern)}
+
+
 def run_phase1(
     tasks: list[dict[str, Any]],
     spec_data: dict[str, Any],
@@ -290,11 +297,7 @@ def run_phase1(
     runner: Any,
 ) -> tuple[int, int]:
     """Run every task without a done marker; returns (resumed, ran)."""
-    done_ids = {
-        t["task_id"]
-        for t in tasks
-        if fs.exists(fs.join(task_dir(out_dir, t["task_id"]), "done.json"))
-    }
+    done_ids = finished_tasks(out_dir) & {t["task_id"] for t in tasks}
     pending = [t for t in tasks if t["task_id"] not in done_ids]
     log.info(
         "phase 1: %d tasks, %d already done, %d to run", len(tasks), len(done_ids), len(pending)
