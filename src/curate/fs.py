@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -85,3 +86,15 @@ def delete(paths: list[str]) -> None:
     existing = [p for p in paths if FileSystems.exists(p)]
     if existing:
         FileSystems.delete(existing)
+
+
+def remove(path: str) -> None:
+    """Remove a file or a whole folder (on an object store: the object and every key below
+    it); nothing there is not an error. Callers pass only paths the build itself writes."""
+    if is_local(path):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.isfile(path):
+            os.remove(path)
+    else:
+        delete([path, *glob(path.rstrip("/") + "/**")])

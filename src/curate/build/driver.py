@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,11 +195,4 @@ def clear_build_folder(out_dir: str) -> None:
     """`--fresh`: remove what a build writes (its manifest, data card, output folders and work
     folder), local or on an object store, and nothing else that lives there."""
     for name in (*layout.BUILD_ENTRIES, layout.WORK):
-        path = fs.join(out_dir, name)
-        if fs.is_local(path):
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.isfile(path):
-                os.remove(path)
-        else:
-            fs.delete([path, *fs.glob(path.rstrip("/") + "/**")])
+        fs.remove(fs.join(out_dir, name))

@@ -18,6 +18,7 @@ from typing import Any
 
 from curate import __version__, fs
 from curate.build.phase2 import PHASE2_STAGE_PREFIXES, instruct_config
+from curate.build.plan import task_file
 from curate.build.timings import timings_section
 from curate.schema import load_schema
 from curate.shards import layout
@@ -96,10 +97,7 @@ class Phase1Tally:
 
 
 def read_outcomes(out_dir: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        json.loads(fs.read_bytes(fs.join(out_dir, layout.WORK, "tasks", t["task_id"], "done.json")))
-        for t in tasks
-    ]
+    return [json.loads(fs.read_bytes(task_file(out_dir, t["task_id"], "done.json"))) for t in tasks]
 
 
 # ---- outputs: what the files hold -----------------------------------------------------------

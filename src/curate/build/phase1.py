@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 
 from curate import fs
+from curate.build.plan import task_file
 from curate.build.timings import file_size
 from curate.schema import ERROR_SCHEMA, load_schema, reject_schema
 from curate.shards import layout
@@ -34,10 +35,6 @@ log = logging.getLogger("curate.build")
 
 
 TASK_FILES = ("kept.parquet", "rejects.parquet", "errors.parquet")
-
-
-def task_dir(out_dir: str, task_id: str) -> str:
-    return fs.join(out_dir, layout.WORK, "tasks", task_id)
 
 
 def phase1_stages(spec: Spec) -> list[Stage]:
@@ -117,7 +114,7 @@ class TaskRunner:
         self._ready = True
 
     def task_dir(self, task_id: str) -> str:
-        return task_dir(self.out_dir, task_id)
+        return task_file(self.out_dir, task_id)
 
     def _with_split(self, record: dict[str, Any], source: str) -> dict[str, Any]:
         if not record.get("split"):  # a preset split (an official split file) wins

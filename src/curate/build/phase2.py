@@ -11,14 +11,14 @@ reads like this docstring.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import apache_beam as beam
 
 from curate import fs
-from curate.build.task_outputs import KEPT, WriteFromTasks, task_file
+from curate.build.plan import task_file
+from curate.build.task_outputs import KEPT, WriteFromTasks
 from curate.build.timings import Phase2Step, file_size, parquet_bytes_read
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.exact import Decision, caption_image_key, group_drops, text_field
@@ -129,29 +129,27 @@ class ExactDuplicates(beam.PTransform):
         self.image_sha256 = image_sha256 and has_image
 
     def expand(self, compact: Any) -> tuple[Any, ...]:
-        drops = []
+        # (label, key of a row, reason, reject stage, counter): one grouping per kind of copy.
+        kinds = []
         if self.caption_image:
-            drops.append(
-                compact
-                | "CaptionImageKey" >> beam.FlatMap(_caption_image_key)
-                | "GroupCaptionImage" >> MeasuredGroupByKey("phase2.exact_caption_image")
-                | "CaptionImageDrops"
-                >> beam.FlatMap(
-                    _counted_drops,
+            kinds.append(
+                (
+                    "CaptionImage",
+                    _caption_image_key,
                     "duplicate_caption_image",
                     "dedup:exact_caption_image",
                     EXACT_CAPTION_IMAGE,
                 )
             )
         if self.image_sha256:
-            drops.append(
-                compact
-                | "ImageKey" >> beam.FlatMap(_image_key)
-                | "GroupImage" >> MeasuredGroupByKey("phase2.exact_image")
-                | "ImageDrops"
-                >> beam.FlatMap(_counted_drops, "duplicate_image", "dedup:exact_image", EXACT_IMAGE)
-            )
-        return tuple(drops)
+            kinds.append(("Image", _image_key, "duplicate_image", "dedup:exact_image", EXACT_IMAGE))
+        return tuple(
+            compact
+            | f"{label}Key" >> beam.FlatMap(key_of)
+            | f"Group{label}" >> MeasuredGroupByKey(f"phase2.{stage.split(':')[1]}")
+            | f"{label}Drops" >> beam.FlatMap(_counted_drops, reason, stage, counter)
+            for label, key_of, reason, stage, counter in kinds
+        )
 
 
 # ---- optional drop transforms (near/semantic dedup, quality, decontamination) -----------------
@@ -331,11 +329,7 @@ class WriteInstructions(beam.PTransform):
 def clear_outputs(out_dir: str) -> None:
     """Phase 2 rewrites its folders whole, so a rerun never mixes old and new files."""
     for folder in layout.PHASE2_FOLDERS:
-        path = fs.join(out_dir, folder)
-        if fs.is_local(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            fs.delete(fs.glob(path.rstrip("/") + "/**"))
+        fs.remove(fs.join(out_dir, folder))
 
 
 def task_files(out_dir: str, tasks: list[dict[str, Any]], name: str) -> list[str]:

@@ -90,6 +90,13 @@ def _check_unique(label: str, units: list[Unit]) -> None:
         raise SpecError(f"source {label}: unit ids are not unique (e.g. {duplicates})")
 
 
+def task_file(out_dir: str, task_id: str, name: str = "") -> str:
+    """A phase-1 task's folder (`name` empty) or one of its files (kept/rejects/errors.parquet,
+    done.json) under the work folder."""
+    folder = fs.join(out_dir, layout.WORK, "tasks", task_id)
+    return fs.join(folder, name) if name else folder
+
+
 def make_tasks(label: str, units: list[Unit], size: int) -> list[dict[str, Any]]:
     """Cut sorted units into tasks of `size`; the id names the source, position and contents."""
     tasks = []

@@ -18,7 +18,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from curate import fs
+from curate.build.plan import task_file
 from curate.build.timings import Phase2Step, file_size
 from curate.schema import RecordSchema, reject_schema
 from curate.shards import layout
@@ -35,10 +35,6 @@ KEPT = "kept"
 DECISIONS = Phase2Step("decisions")
 WRITE_SHARDS = Phase2Step("write_shards")
 WRITE_REJECTS = Phase2Step("write_rejects")
-
-
-def task_file(out_dir: str, task_id: str, name: str) -> str:
-    return fs.join(out_dir, layout.WORK, "tasks", task_id, name)
 
 
 @dataclass
