@@ -7,25 +7,40 @@ benchmark leaks and None for quality drops.
     decisions = records | NearDuplicates(near_config)                      # image + caption
     vectors   = records | EmbedRecords(embed_config, "text", out_dir=OUT)  # curate.embed.beam
     decisions = records | NearDuplicates(near_config, vectors=vectors, semantic=semantic_config)
+    decisions = sidecar_rows | NearDuplicates(near_config, from_sidecar=True)  # curate.dedup.sidecar
 
 Benchmark leaks (`curate.decontaminate.beam`) and low image-text similarity
 (`curate.rules.beam`) are decided the same way.
 
 All grouping work happens on compact attributes (hashes, signatures, vectors); image bytes
-are read once to hash them and never shuffled.
+are read once to hash them and never shuffled. With `from_sidecar=True` the input is rows of
+`curate.dedup.sidecar.near_sidecar_rows` (hashes and signatures made where the records were
+read), with the same decisions as from the records. Shuffles are counted
+(`curate.shuffle`: `<prefix>_image_groups`, `<prefix>_caption_bands|signatures|candidates`)
+and so are the calls of each grouped step (`curate.dedup:<step>` counters).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
-from curate.dedup.config import NearDedupConfig, SemanticDedupConfig
+from curate.dedup.caption_lsh import (
+    SignatureBatch,
+    band_packs,
+    candidate_memberships,
+    caption_layout,
+    join_candidates,
+    signature_packs,
+    verify_candidates,
+)
+from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
 from curate.dedup.groups import Edge, resolve
-from curate.dedup.minhash import MinHasher, lsh_band_keys
+from curate.dedup.minhash import MinHasher
 from curate.dedup.near import (
     ImageMember,
     NearAttributes,
@@ -34,16 +49,19 @@ from curate.dedup.near import (
     image_group_bits,
     image_group_keys,
     near_attributes,
-    text_edges_in_bucket,
     text_hasher,
 )
 from curate.dedup.semantic import assign_clusters, cluster_edges, fit_centroids
+from curate.dedup.sidecar import sidecar_attributes, sidecar_signature_batch
+from curate.shuffle import MeasuredCoGroupByKey, MeasuredGroupByKey
 
 Decision = tuple[str, str, Any]
+CALLS_NAMESPACE = "curate.dedup"  # counters of Beam calls per grouped step
+SHUFFLE_PREFIX = "phase2.near"  # shuffle counters: <prefix>_image_groups, <prefix>_caption_*
 
 
 class _Signatures(beam.DoFn):
-    """Batches of NearAttributes -> (record_id, signature, rank), MinHash over the whole batch."""
+    """Batches of NearAttributes -> a SignatureBatch, MinHash over the whole batch."""
 
     def __init__(self, config: NearDedupConfig) -> None:
         self.config = config
@@ -52,18 +70,23 @@ class _Signatures(beam.DoFn):
     def setup(self) -> None:
         self.hasher = text_hasher(self.config.caption)
 
-    def process(self, batch: list[NearAttributes]) -> Iterator[tuple[str, np.ndarray, float]]:
+    def process(self, batch: list[NearAttributes]) -> Iterator[SignatureBatch]:
         if self.hasher is None:
             self.setup()
         assert self.hasher is not None
         sigs = self.hasher.signatures([a.text or "" for a in batch]).values
-        for attrs, sig in zip(batch, sigs):
-            yield (attrs.record_id, sig, attrs.keep_rank(self.config.keep))
+        ranks = np.array([a.keep_rank(self.config.keep) for a in batch], dtype=np.float64)
+        yield SignatureBatch([a.record_id for a in batch], sigs, ranks)
 
 
-def _band_items(item: tuple[str, np.ndarray, float], bands: int, rows: int):
-    keys = lsh_band_keys(item[1][None, :], bands, rows)[0]
-    return [((band, int(key)), item) for band, key in enumerate(keys.tolist())]
+def _counted(name: str, func: Callable[..., list]) -> Callable[..., list]:
+    """`func`, counting its calls (`curate.dedup:<name>`): how many Beam calls a step makes."""
+
+    def call(*args: Any, **kwargs: Any) -> list:
+        Metrics.counter(CALLS_NAMESPACE, name).inc()
+        return func(*args, **kwargs)
+
+    return call
 
 
 def _resolve_all(edges: list[Edge]) -> list[Decision]:
@@ -122,9 +145,12 @@ class ImageEdges(beam.PTransform):
     whole set is a few calls instead of one per probe key. Every close pair shares a key,
     hence a group; each group yields a spanning forest of its members' pairs."""
 
-    def __init__(self, config: NearDedupConfig) -> None:
+    def __init__(
+        self, config: NearDedupConfig, shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups"
+    ) -> None:
         super().__init__()
         self.config = config
+        self.shuffle_label = shuffle_label
 
     def expand(self, attrs: beam.PCollection) -> beam.PCollection:
         image = self.config.image
@@ -141,10 +167,10 @@ class ImageEdges(beam.PTransform):
                 lambda m, b: [(g, m) for g in image_group_keys(m[1], image.max_hamming, b)],
                 b=beam.pvalue.AsSingleton(bits),
             )
-            | "GroupImages" >> beam.GroupByKey()
+            | "GroupImages" >> MeasuredGroupByKey(self.shuffle_label)
             | "ImageEdges"
             >> beam.FlatMap(
-                lambda kv: image_edges_for_group(
+                lambda kv: _image_edges_for_group(
                     kv[0],
                     list(kv[1]),
                     image.max_hamming,
@@ -155,12 +181,68 @@ class ImageEdges(beam.PTransform):
         )
 
 
+_image_edges_for_group = _counted("image_groups", image_edges_for_group)
+_candidate_memberships = _counted("caption_band_groups", candidate_memberships)
+_join_candidates = _counted("caption_record_groups", join_candidates)
+_verify_candidates = _counted("caption_routes", verify_candidates)
+
+
+def _batch_size(batch: SignatureBatch) -> int:
+    return len(batch.record_ids)
+
+
+class CaptionEdges(beam.PTransform):
+    """SignatureBatch -> caption edges, in grouped steps that shuffle compact packs
+    (`curate.dedup.caption_lsh`): band keys without signatures, then each signature once, and
+    only candidates' signatures again. A grouped step holds about `group_size` items (group
+    counts from the number of signatures, a side input), so the whole set is a few calls."""
+
+    def __init__(
+        self, caption: TextNearConfig, group_size: int, shuffle_prefix: str = SHUFFLE_PREFIX
+    ) -> None:
+        super().__init__()
+        self.caption = caption
+        self.group_size = group_size
+        self.shuffle_prefix = shuffle_prefix
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        cap, prefix = self.caption, self.shuffle_prefix
+        layout = beam.pvalue.AsSingleton(
+            batches
+            | "CountSignatures" >> beam.Map(_batch_size)
+            | "SumSignatures" >> beam.CombineGlobally(sum)
+            | "Layout" >> beam.Map(caption_layout, cap.bands, self.group_size)
+        )
+        candidates = (
+            batches
+            | "BandPacks" >> beam.FlatMap(band_packs, cap.bands, cap.rows, layout=layout)
+            | "GroupBands" >> MeasuredGroupByKey(f"{prefix}_caption_bands")
+            | "CandidateBuckets"
+            >> beam.FlatMap(lambda kv, lay: _candidate_memberships(kv[1], lay), lay=layout)
+        )
+        signatures = batches | "SignaturePacks" >> beam.FlatMap(signature_packs, layout=layout)
+        return (
+            {"signatures": signatures, "candidates": candidates}
+            | "JoinSignatures" >> MeasuredCoGroupByKey(f"{prefix}_caption_signatures")
+            | "CandidateSignatures"
+            >> beam.FlatMap(lambda kv: _join_candidates(kv[1]["signatures"], kv[1]["candidates"]))
+            | "GroupCandidates" >> MeasuredGroupByKey(f"{prefix}_caption_candidates")
+            | "VerifyCandidates"
+            >> beam.FlatMap(lambda kv: _verify_candidates(kv[1], cap.min_jaccard))
+        )
+
+
 class NearDuplicates(beam.PTransform):
     """records -> decisions `(record_id, reason, duplicate_of)` for near/semantic duplicates.
 
     `vectors` (a PCollection of `(record_id, vector)` from `EmbedRecords`) with an enabled
     `semantic` config adds SemDeDup edges to the same union-find, so groups are consistent
     across methods and one record per group survives.
+
+    `from_sidecar=True`: the input is `curate.dedup.sidecar` rows (record_id, image_hash,
+    confirm_hash, pixels, signature), made under the same config, instead of full records;
+    the decisions are the same. `caption_group_size` (default `image.beam_group_size`) sizes
+    the caption steps' groups; `shuffle_prefix` names their shuffle counters.
     """
 
     def __init__(
@@ -169,36 +251,63 @@ class NearDuplicates(beam.PTransform):
         vectors: beam.PCollection | None = None,
         semantic: SemanticDedupConfig | None = None,
         text_batch_size: int = 1024,
+        from_sidecar: bool = False,
+        caption_group_size: int | None = None,
+        shuffle_prefix: str = SHUFFLE_PREFIX,
     ) -> None:
         super().__init__()
         self.config = config
         self.vectors = vectors
         self.semantic = semantic
         self.text_batch_size = text_batch_size
+        self.from_sidecar = from_sidecar
+        self.caption_group_size = caption_group_size or config.image.beam_group_size
+        self.shuffle_prefix = shuffle_prefix
+
+    def _batches(self, label: str, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | label >> beam.BatchElements(
+            min_batch_size=min(64, self.text_batch_size), max_batch_size=self.text_batch_size
+        )
+
+    def _attributes(self, records: beam.PCollection) -> beam.PCollection:
+        if self.from_sidecar:
+            return records | "SidecarAttributes" >> beam.Map(sidecar_attributes)
+        return records | "NearAttributes" >> beam.Map(near_attributes, self.config)
+
+    def _signatures(
+        self, records: beam.PCollection, attrs: beam.PCollection | None
+    ) -> beam.PCollection:
+        """SignatureBatches of the eligible captions: read from sidecar rows (null when not
+        eligible) or MinHashed here from the records' attributes."""
+        config = self.config
+        if self.from_sidecar:
+            signed = records | "SignedRows" >> beam.Filter(lambda r: r.get("signature") is not None)
+            return self._batches("BatchRows", signed) | "SidecarSignatures" >> beam.Map(
+                sidecar_signature_batch, config
+            )
+        assert attrs is not None
+        eligible = attrs | "EligibleText" >> beam.Filter(
+            lambda a: eligible_text(a.text, config.caption)
+        )
+        return self._batches("BatchText", eligible) | "MinHash" >> beam.ParDo(_Signatures(config))
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         config = self.config
-        attrs = records | "NearAttributes" >> beam.Map(near_attributes, config)
+        image = config.enabled and config.image.enabled
+        caption = config.enabled and config.caption.enabled
+        needs_attrs = image or (caption and not self.from_sidecar)
+        attrs = self._attributes(records) if needs_attrs else None
         edge_sets = []
-        if config.enabled and config.image.enabled:
-            edge_sets.append(attrs | "Image" >> ImageEdges(config))
-        if config.enabled and config.caption.enabled:
-            cap = config.caption
-            text_edges = (
-                attrs
-                | "EligibleText" >> beam.Filter(lambda a: eligible_text(a.text, cap))
-                | "BatchText"
-                >> beam.BatchElements(
-                    min_batch_size=min(64, self.text_batch_size),
-                    max_batch_size=self.text_batch_size,
-                )
-                | "MinHash" >> beam.ParDo(_Signatures(config))
-                | "Bands" >> beam.FlatMap(_band_items, cap.bands, cap.rows)
-                | "GroupBands" >> beam.GroupByKey()
-                | "CaptionEdges"
-                >> beam.FlatMap(lambda kv: text_edges_in_bucket(list(kv[1]), cap.min_jaccard))
+        if image:
+            edge_sets.append(
+                attrs | "Image" >> ImageEdges(config, f"{self.shuffle_prefix}_image_groups")
             )
-            edge_sets.append(text_edges)
+        if caption:
+            edge_sets.append(
+                self._signatures(records, attrs)
+                | "Caption"
+                >> CaptionEdges(config.caption, self.caption_group_size, self.shuffle_prefix)
+            )
         if self.vectors is not None and self.semantic is not None and self.semantic.enabled:
             edge_sets.append(self.vectors | "Semantic" >> SemanticEdges(self.semantic))
         if not edge_sets:
