@@ -5,12 +5,16 @@ Pure modules (parsers) take bytes; sources call these helpers to get them.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import posixpath
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -59,6 +63,66 @@ def walk_files(root: str) -> Iterator[str]:
                 yield os.path.join(dirpath, name)
     else:
         yield from glob(root.rstrip("/") + "/**")
+
+
+def sample_files(root: str, limit: int) -> list[str]:
+    """At most `limit` files below `root`, from a bounded walk: enough to recognise a layout
+    without listing a bucket of millions of keys. Locally each folder is read only up to
+    `limit` entries (first come, then sorted), depth first; an object store gives its first
+    `limit` keys in key order."""
+    if not is_local(root):
+        matched = FileSystems.match([root.rstrip("/") + "/**"], limits=[limit])[0]
+        return sorted(m.path for m in matched.metadata_list)
+    if os.path.isfile(root):
+        return [root]
+    found: list[str] = []
+    pending = [root]
+    while pending and len(found) < limit:
+        files, folders = _first_entries(pending.pop(), limit)
+        found.extend(files[: limit - len(found)])
+        pending.extend(reversed(folders))  # pop() takes the first folder next
+    return found
+
+
+def _first_entries(directory: str, limit: int) -> tuple[list[str], list[str]]:
+    """(files, folders) among the first `limit` entries of a local folder, each sorted."""
+    files: list[str] = []
+    folders: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            for count, entry in enumerate(entries):
+                if count >= limit:
+                    break
+                (folders if entry.is_dir() else files).append(entry.path)
+    except OSError:
+        pass  # unreadable or vanished: a sample simply has less in it
+    return sorted(files), sorted(folders)
+
+
+def files_with_prefix(directory: str, prefix: str) -> list[str]:
+    """Every file below `directory` whose path relative to it starts with `prefix`, sorted. An
+    object store lists only the keys under that prefix; a local folder reads its own entries
+    once and walks only the matching subfolders."""
+    if not is_local(directory):
+        return glob(f"{directory.rstrip('/')}/{prefix}**")
+    found: list[str] = []
+    try:
+        with os.scandir(directory) as entries:
+            matching = [e for e in entries if e.name.startswith(prefix)]
+    except OSError:
+        return []  # no such folder: nothing has the prefix
+    for entry in matching:
+        found.extend(walk_files(entry.path) if entry.is_dir() else [entry.path])
+    return sorted(found)
+
+
+@contextmanager
+def open_text(path: str) -> Iterator[TextIO]:
+    """`path` as UTF-8 text, streamed (gunzipped when the name ends in `.gz`): inventory files
+    are too large to read whole."""
+    with FileSystems.open(path, compression_type="uncompressed") as raw:
+        binary = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+        yield io.TextIOWrapper(binary, encoding="utf-8", newline="")
 
 
 def makedirs(path: str) -> None:

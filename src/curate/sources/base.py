@@ -1,9 +1,16 @@
 """Source contract: discover input units, then read each unit into records.
 
 A *unit* is the smallest resumable piece of input (one article version, one package, one
-study, one series). `discover()` lists units deterministically; a unit the source decides to
-skip (an older article version, a retracted article) is still listed, with `skip_reason`, so
-the manifest accounts for it. `read(unit)` is pure with respect to the engine: it yields
+study, one series). Discovery runs on workers, in three steps the engine distributes:
+
+    partitions()        driver: a few coarse, JSON-able pieces (key prefixes, inventory files)
+    expand(partition)   worker: the candidate units of one piece
+    settle(units)       worker: candidates sharing a `settle_key` decided together (the
+                        versions of one article: the highest is kept, the others skipped)
+
+A source that cannot split its input keeps the defaults: one partition whose expansion is
+`discover()`. A unit the source decides to skip (an older article version, a retracted
+article) is still listed, with `skip_reason`, so the manifest accounts for it. `read(unit)` is pure with respect to the engine: it yields
 schema records, `Rejected` markers (e.g. `image_missing`) and `Failed` dead letters for parts
 of the unit (one unreadable image); it raises a `CurateError` when the whole unit is unusable.
 """
@@ -60,10 +67,39 @@ class Source:
         self.options = self.options_model(**(options or {}))
 
     def discover(self) -> Iterator[Unit]:
-        raise NotImplementedError
+        """Every unit, settled and sorted by id: the single-process path (tests, small inputs);
+        a build runs the same three steps on workers."""
+        yield from discover_units(self)
+
+    def partitions(self) -> list[str]:
+        return [WHOLE_INPUT]
+
+    def expand(self, partition: str) -> Iterator[Unit]:
+        if partition != WHOLE_INPUT:
+            raise SpecError(f"{self.kind} source: unknown partition {partition!r}")
+        yield from self.discover()
+
+    def settle_key(self, unit: Unit) -> str:
+        return unit.unit_id
+
+    def settle(self, units: list[Unit]) -> list[Unit]:
+        return units
 
     def read(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
         raise NotImplementedError
+
+
+WHOLE_INPUT = "*"  # the one partition of a source that does not split its input
+
+
+def discover_units(source: Source) -> list[Unit]:
+    """partitions -> expand -> settle in one process, sorted by unit id."""
+    groups: dict[str, list[Unit]] = {}
+    for partition in source.partitions():
+        for unit in source.expand(partition):
+            groups.setdefault(source.settle_key(unit), []).append(unit)
+    settled = [unit for key in sorted(groups) for unit in source.settle(groups[key])]
+    return sorted(settled, key=lambda u: u.unit_id)
 
 
 _SOURCES: dict[str, type[Source]] = {}

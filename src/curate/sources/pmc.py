@@ -1,6 +1,8 @@
 """PubMed Central Open Access source: figure-caption records from three on-disk layouts.
 
-Layouts (`layout: auto` picks the first that fits, in this order):
+Layouts (`layout: auto` recognises one from a bounded sample of the input's first files,
+never a walk of the whole root: cloud when a top-level `PMC<id>.<v>/` folder holds its XML,
+legacy when packages or a file list show up, folder otherwise):
 
 **cloud** — the PMC Cloud bucket layout used since 2026 (`s3://pmc-oa-opendata` or a local
 mirror of part of it)::
@@ -17,6 +19,13 @@ mirror of part of it)::
   `is_pmc_openaccess: false` gives `not_open_access` (unless `include_non_open_access`).
   `license_code`, `pmid`, `doi` fill in what the JATS lacks. Figure files are matched among
   the files of the version folder and the names in `media_urls`.
+
+  Discovery runs on workers in pieces (`pmc_discovery`): key prefixes of the version folders
+  (`partition_digits`, 1000 by default; a root under 1000 files is one piece), or, with
+  `inventory: <manifest.json | folder or glob of CSV shards>`, one piece per shard of the
+  bucket's S3 inventory of `metadata/` (`pmc_inventory`). An inventory lists no media, so
+  its units (`media: null`) take the figure files from `media_urls` alone. Metadata is read
+  once per article, for the version chosen.
 
 **legacy** — the retired FTP OA packages (`oa_package/xx/yy/PMC<id>.tar.gz`, XML and images
 inside) with `oa_file_list.csv` (File, Article Citation, Accession ID, Last Updated, PMID,
@@ -40,20 +49,18 @@ is `Rejected(record, "figure_without_graphic")`; an unreadable image or one abov
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 import os
-import posixpath
 import re
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate import fs
 from curate.errors import (
@@ -64,6 +71,7 @@ from curate.errors import (
     MalformedMetadata,
     MissingFile,
     PackageWithoutXML,
+    SpecError,
     TruncatedArchive,
     UnsafeArchiveMember,
 )
@@ -74,32 +82,33 @@ from curate.parse.jats import (
     figure_records,
     parse_jats_articles,
 )
-from curate.sources.base import Source, SourceOptions, Unit, register_source, safe_unit_id
+from curate.sources.base import Source, SourceOptions, Unit, register_source
+from curate.sources.pmc_discovery import (
+    FILE_LIST_NAMES,
+    LAYOUT_SAMPLE,
+    WHOLE,
+    XML_SUFFIXES,
+    basename,
+    chosen_version,
+    cloud_candidates,
+    cloud_prefixes,
+    cloud_unit,
+    dirname,
+    folder_units,
+    layout_of_sample,
+    legacy_units,
+    partition,
+    read_file_list,
+    split_partition,
+    version_skip,
+)
+from curate.sources.pmc_inventory import bucket_and_prefix, inventory_shards, metadata_versions
 from curate.stages import Failed, Record, Rejected
 
 READ_STAGE = "read"
 MiB = 1024 * 1024
 
-_CLOUD_DIR = re.compile(r"^(PMC\d+)\.(\d+)$")
 _PMCID_IN_NAME = re.compile(r"(PMC\d+)", re.IGNORECASE)
-_XML_SUFFIXES = (".nxml", ".xml")
-_PACKAGE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-_FILE_LIST_NAMES = ("oa_file_list.csv",)
-# Positional columns of a header-less oa_file_list.csv (the real files often lack the header).
-_LEGACY_COLUMNS = ("file", "citation", "accession", "updated", "pmid", "license")
-_HEADER_ALIASES = {
-    "file": "file",
-    "key": "file",
-    "article citation": "citation",
-    "accession id": "accession",
-    "accessionid": "accession",
-    "last updated": "updated",
-    "last updated utc": "updated",
-    "pmid": "pmid",
-    "license": "license",
-    "retracted": "retracted",
-    "etag": "etag",
-}
 
 
 class PMCOptions(SourceOptions):
@@ -120,6 +129,24 @@ class PMCOptions(SourceOptions):
     max_image_bytes: int = Field(128 * MiB, gt=0)
     max_package_bytes: int = Field(1024 * MiB, gt=0)
     max_member_bytes: int = Field(256 * MiB, gt=0)
+    inventory: str | None = Field(
+        None,
+        description="cloud: S3 inventory manifest.json of metadata/, or a folder or glob of its "
+        "CSV(.gz) shards; lists the article versions instead of listing the bucket",
+    )
+    partition_digits: int = Field(
+        3,
+        ge=0,
+        le=4,
+        description="cloud without inventory: leading PMCID digits of each key-prefix partition "
+        "(10**digits partitions; 0: one); a root of fewer than 1000 files is always one",
+    )
+
+    @model_validator(mode="after")
+    def _inventory_is_for_the_cloud_layout(self) -> PMCOptions:
+        if self.inventory and self.layout in ("legacy", "folder"):
+            raise ValueError(f"inventory lists a PMC Cloud bucket; layout {self.layout} reads none")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +206,7 @@ def read_package(data: bytes, *, max_member_bytes: int = 256 * MiB) -> PackageCo
 
 
 def _choose_xml(names: list[str]) -> str | None:
-    for suffix in _XML_SUFFIXES:  # .nxml is the article; a stray .xml may be anything
+    for suffix in XML_SUFFIXES:  # .nxml is the article; a stray .xml may be anything
         found = sorted(n for n in names if n.lower().endswith(suffix))
         if found:
             return found[0]
@@ -187,50 +214,21 @@ def _choose_xml(names: list[str]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# File-list CSV
-
-
-def read_file_list(data: bytes) -> list[dict[str, str]]:
-    """Rows of an oa_file_list.csv as dicts with normalised keys; header line optional."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise MalformedMetadata(f"file list is not UTF-8 (byte {exc.start})") from exc
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-    if not rows:
-        return []
-    first = [c.strip().lower() for c in rows[0]]
-    if first[0] in ("file", "key"):
-        columns = [_HEADER_ALIASES.get(re.sub(r"\s*\(.*\)$", "", c), c) for c in first]
-        rows = rows[1:]
-    else:
-        columns = list(_LEGACY_COLUMNS)
-    out = []
-    for number, row in enumerate(rows, start=2 if columns != list(_LEGACY_COLUMNS) else 1):
-        if len(row) < 3:
-            raise MalformedMetadata(f"file list line {number}: {len(row)} columns")
-        out.append({col: (row[i].strip() if i < len(row) else "") for i, col in enumerate(columns)})
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The source
 
 
-def _rel(root: str, path: str) -> str:
-    if path == root:  # the input is a single file
-        return _basename(path)
-    if fs.is_local(root):
-        return os.path.relpath(path, root).replace(os.sep, "/")
-    return path[len(root) :].lstrip("/") if path.startswith(root) else path
-
-
-def _basename(path: str) -> str:
-    return posixpath.basename(path.replace("\\", "/"))
-
-
-def _dirname(path: str) -> str:
-    return os.path.dirname(path) if fs.is_local(path) else posixpath.dirname(path)
+def _one_unit_per_version(units: list[Unit]) -> dict[int, Unit]:
+    by_version: dict[int, Unit] = {}
+    for unit in units:
+        version = int(unit.meta["version"])
+        if version in by_version:
+            # The engine refuses repeated unit ids too; say where they come from.
+            raise SpecError(
+                f"pmc source: {unit.meta['pmcid']}.{version} listed twice "
+                "(overlapping inventory shards, or two inventories?)"
+            )
+        by_version[version] = unit
+    return by_version
 
 
 def _strip_query(url: str) -> str:
@@ -245,15 +243,34 @@ def _md5_by_name(urls: list[Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for url in urls:
         if isinstance(url, str) and (m := _MD5.search(url)):
-            out[_basename(_strip_query(url)).lower()] = m.group(1).lower()
+            out[basename(_strip_query(url)).lower()] = m.group(1).lower()
     return out
 
 
 def _verify_md5(path: str, data: bytes, checksums: dict[str, str]) -> bytes:
-    expected = checksums.get(_basename(path).lower())
+    expected = checksums.get(basename(path).lower())
     if expected and hashlib.md5(data, usedforsecurity=False).hexdigest() != expected:
         raise ChecksumMismatch(f"{path}: md5 differs from the metadata's {expected}")
     return data
+
+
+def _cloud_media(unit: Unit, meta: dict[str, Any]) -> list[str]:
+    """Candidate figure files of a cloud version: the listed files of its folder, plus the
+    `media_urls` names under that folder when nothing was listed (an inventory unit) or the
+    folder is a bucket prefix (a listing can lag)."""
+    listed = unit.meta.get("media")
+    local = list(listed or [])
+    if listed is not None and fs.is_local(unit.uri):
+        return local
+    local_names = {basename(p).lower() for p in local}
+    named = [
+        fs.join(dirname(unit.uri), name)
+        for u in meta.get("media_urls") or []
+        if isinstance(u, str)
+        and (name := basename(_strip_query(u)))
+        and name.lower() not in local_names
+    ]
+    return local + named
 
 
 def _bool(value: Any) -> bool | None:
@@ -284,104 +301,130 @@ class PMCSource(Source):
             self._dir_cache[directory] = self._list_dir(directory)
         return self._dir_cache[directory]
 
-    # ---- discovery -------------------------------------------------------------------------
+    # ---- discovery: partitions (driver) -> expand, settle (workers) ------------------------
 
-    def _files(self) -> list[str]:
-        if fs.is_local(self.path) and os.path.isfile(self.path):
-            return [self.path]
-        return list(fs.walk_files(self.path))
+    def _single_file(self) -> bool:
+        return fs.is_local(self.path) and os.path.isfile(self.path)
 
-    def detect_layout(self, files: list[str] | None = None) -> str:
+    def _all_files(self) -> list[str]:
+        """Every file of the input: only a worker expanding a whole-input partition walks."""
+        return [self.path] if self._single_file() else list(fs.walk_files(self.path))
+
+    def detect_layout(self) -> str:
+        return self._layout_and_sample()[0]
+
+    def _layout_and_sample(self) -> tuple[str, list[str] | None]:
+        """The configured layout, or one recognised from a bounded sample of the input's files
+        (never a walk of the whole root: a bucket holds tens of millions of keys)."""
         if self.options.layout != "auto":
-            return self.options.layout
-        files = self._files() if files is None else files
-        has_legacy = False
-        for path in files:
-            name = _basename(path)
-            parent = _basename(_dirname(path))
-            if _CLOUD_DIR.match(parent) and name == f"{parent}.xml":
-                return "cloud"
-            low = name.lower()
-            if low.endswith(_PACKAGE_SUFFIXES) or low in _FILE_LIST_NAMES:
-                has_legacy = True
-        return "legacy" if has_legacy else "folder"
+            return self.options.layout, None
+        if self.options.inventory:
+            return "cloud", None
+        sample = fs.sample_files(self.path, LAYOUT_SAMPLE)
+        return layout_of_sample(self.path, sample), sample
 
-    def discover(self) -> Iterator[Unit]:
-        files = self._files()
-        layout = self.detect_layout(files)
-        if layout == "cloud":
-            yield from self._discover_cloud(files)
-        elif layout == "legacy":
-            yield from self._discover_legacy(files)
+    def partitions(self) -> list[str]:
+        """`inventory:<shard>` per inventory shard, `cloud:<key prefix>` for a cloud root, one
+        whole-input piece otherwise (see `pmc_discovery`)."""
+        layout, sample = self._layout_and_sample()
+        if layout == "cloud" and self.options.inventory:
+            bucket, _ = bucket_and_prefix(self.path)
+            shards = inventory_shards(self.options.inventory, bucket)
+            return [partition("inventory", shard) for shard in shards]
+        if layout == "cloud" and not self._single_file():
+            return [partition("cloud", p) for p in cloud_prefixes(self._prefix_digits(sample))]
+        return [partition(layout, WHOLE)]
+
+    def _prefix_digits(self, sample: list[str] | None) -> int:
+        """0, one `cloud:PMC` piece, when the bounded sample saw every file of the root: each
+        piece costs a listing call (and a new client on S3), so a small mirror stays whole."""
+        if sample is None:
+            sample = fs.sample_files(self.path, LAYOUT_SAMPLE)
+        return 0 if len(sample) < LAYOUT_SAMPLE else self.options.partition_digits
+
+    def expand(self, piece: str) -> Iterator[Unit]:
+        kind, what = split_partition(piece)
+        if kind == "inventory":
+            yield from self._inventory_candidates(what)
+        elif kind == "cloud" and what == WHOLE:
+            yield from cloud_candidates(self._all_files(), self.kind)
+        elif kind == "cloud":
+            yield from self._prefix_candidates(what)
+        elif kind == "legacy":
+            files = self._all_files()
+            yield from legacy_units(
+                self.path,
+                files,
+                self._file_list_rows(files),
+                kind=self.kind,
+                absent_packages=self.options.absent_packages,
+                include_retracted=self.options.include_retracted,
+            )
         else:
-            yield from self._discover_folder(files)
+            yield from folder_units(self.path, self._all_files(), self.kind)
 
-    def _discover_folder(self, files: list[str]) -> Iterator[Unit]:
-        for path in files:
-            if path.lower().endswith(_XML_SUFFIXES):
-                rel = _rel(self.path, path)
-                yield Unit(
-                    unit_id=safe_unit_id(f"pmc/folder/{rel}"),
-                    uri=path,
-                    kind=self.kind,
-                    meta={"layout": "folder"},
-                )
+    def _prefix_candidates(self, prefix: str) -> list[Unit]:
+        """The versions whose folders start with `prefix`. The flat `metadata/` copies under
+        the same prefix are listed only when a folder lacks its JSON (the real bucket's never
+        do): one listing per piece instead of two."""
+        folders = fs.files_with_prefix(self.path, prefix)
+        candidates = list(cloud_candidates(folders, self.kind))
+        if any(unit.meta["metadata_uri"] is None for unit in candidates):
+            flat = fs.files_with_prefix(fs.join(self.path, "metadata"), prefix)
+            candidates = list(cloud_candidates(folders + flat, self.kind))
+        return candidates
 
-    def _discover_cloud(self, files: list[str]) -> Iterator[Unit]:
-        versions: dict[str, dict[int, dict[str, Any]]] = {}
-        flat_metadata: dict[str, str] = {}
-        for path in files:
-            name = _basename(path)
-            parent = _basename(_dirname(path))
-            match = _CLOUD_DIR.match(parent)
-            if match:
-                entry = versions.setdefault(match[1], {}).setdefault(
-                    int(match[2]), {"xml": None, "json": None, "media": [], "dir": _dirname(path)}
-                )
-                if name == f"{parent}.xml":
-                    entry["xml"] = path
-                elif name == f"{parent}.json":
-                    entry["json"] = path
-                elif not name.endswith((".txt", ".pdf")):
-                    entry["media"].append(path)
-            elif parent == "metadata" and _CLOUD_DIR.match(name.removesuffix(".json")):
-                flat_metadata[name.removesuffix(".json")] = path
-        for pmcid in sorted(versions, key=lambda p: int(p[3:])):
-            by_version = versions[pmcid]
-            pinned = self.options.versions.get(pmcid)
-            chosen = pinned if pinned in by_version else max(by_version)
-            for version in sorted(by_version):
-                entry = by_version[version]
-                key = f"{pmcid}.{version}"
-                meta: dict[str, Any] = {
-                    "layout": "cloud",
-                    "pmcid": pmcid,
-                    "version": version,
-                    "metadata_uri": entry["json"] or flat_metadata.get(key),
-                    "media": sorted(entry["media"]),
-                }
-                skip = None
-                if version != chosen:
-                    skip = "superseded_version" if version < chosen else "unpinned_version"
-                else:
-                    skip = self._cloud_skip(meta["metadata_uri"])
-                uri = entry["xml"] or fs.join(
-                    entry["dir"], f"{key}.xml"
-                )  # read() reports it missing
-                yield Unit(
-                    unit_id=safe_unit_id(f"pmc/cloud/{key}"),
-                    uri=uri,
-                    kind=self.kind,
-                    meta=meta,
-                    skip_reason=skip,
-                )
+    def _inventory_candidates(self, shard: str) -> Iterator[Unit]:
+        for key, pmcid, version in metadata_versions(shard, self.path):
+            yield cloud_unit(
+                self.kind,
+                pmcid,
+                version,
+                uri=fs.join(self.path, key, f"{key}.xml"),
+                metadata_uri=fs.join(self.path, "metadata", f"{key}.json"),
+                media=None,
+            )
 
-    def _cloud_skip(self, metadata_uri: str | None) -> str | None:
-        if not metadata_uri:
-            return None
+    def _file_list_rows(self, files: list[str]) -> list[dict[str, str]]:
+        list_path = self.options.file_list or next(
+            (p for p in files if basename(p).lower() in FILE_LIST_NAMES), None
+        )
+        if not list_path:
+            return []
         try:
-            meta = json.loads(fs.read_bytes(metadata_uri, limit=16 * MiB))
-        except (ValueError, OSError):
+            data = fs.read_bytes(list_path)
+        except OSError as exc:
+            raise MissingFile(f"file list {list_path}: {exc}") from exc
+        return read_file_list(data)
+
+    def settle_key(self, unit: Unit) -> str:
+        if unit.meta.get("layout") == "cloud":
+            return f"cloud/{unit.meta['pmcid']}"  # all versions of an article settle together
+        return unit.unit_id
+
+    def settle(self, units: list[Unit]) -> list[Unit]:
+        """Cloud: the pinned or highest version is read, the others are skipped; metadata is
+        read for that one version only (retracted, not open access)."""
+        if not units or units[0].meta.get("layout") != "cloud":
+            return units
+        by_version = _one_unit_per_version(units)
+        pinned = self.options.versions.get(units[0].meta["pmcid"])
+        chosen = chosen_version(by_version, pinned)
+        return [
+            replace(
+                unit,
+                skip_reason=(
+                    self._cloud_skip(unit) if version == chosen else version_skip(version, chosen)
+                ),
+            )
+            for version, unit in sorted(by_version.items())
+        ]
+
+    def _cloud_skip(self, unit: Unit) -> str | None:
+        try:
+            data = self._metadata_bytes(unit)
+            meta = json.loads(data) if data is not None else None
+        except (ValueError, OSError, CurateError):
             return None  # read() reports the broken metadata as an error with its reason
         if not isinstance(meta, dict):
             return None
@@ -394,62 +437,19 @@ class PMCSource(Source):
             return "not_open_access"
         return None
 
-    def _discover_legacy(self, files: list[str]) -> Iterator[Unit]:
-        packages = {
-            _rel(self.path, p): p for p in files if _basename(p).lower().endswith(_PACKAGE_SUFFIXES)
-        }
-        list_path = self.options.file_list
-        if list_path is None:
-            for path in files:
-                if _basename(path).lower() in _FILE_LIST_NAMES:
-                    list_path = path
-                    break
-        listed: set[str] = set()
-        if list_path:
-            try:
-                data = fs.read_bytes(list_path)
-            except OSError as exc:
-                raise MissingFile(f"file list {list_path}: {exc}") from exc
-            for row in read_file_list(data):
-                rel = row.get("file", "").lstrip("/")
-                if not rel or rel in listed:
-                    continue
-                listed.add(rel)
-                meta = {
-                    "layout": "legacy",
-                    "package": rel,
-                    **{
-                        k: row[k]
-                        for k in (
-                            "citation",
-                            "accession",
-                            "updated",
-                            "pmid",
-                            "license",
-                            "retracted",
-                        )
-                        if row.get(k)
-                    },
-                }
-                skip = None
-                if rel not in packages and self.options.absent_packages == "skip":
-                    skip = "package_absent"
-                elif _bool(row.get("retracted")) and not self.options.include_retracted:
-                    skip = "retracted"
-                yield Unit(
-                    unit_id=safe_unit_id(f"pmc/legacy/{rel}"),
-                    uri=packages.get(rel, fs.join(self.path, rel)),
-                    kind=self.kind,
-                    meta=meta,
-                    skip_reason=skip,
-                )
-        for rel in sorted(set(packages) - listed):
-            yield Unit(
-                unit_id=safe_unit_id(f"pmc/legacy/{rel}"),
-                uri=packages[rel],
-                kind=self.kind,
-                meta={"layout": "legacy", "package": rel},
-            )
+    def _metadata_bytes(self, unit: Unit) -> bytes | None:
+        """The version's metadata JSON. An inventory unit names the flat `metadata/` copy; a
+        mirror synced without that folder still has the version folder's copy (same name)."""
+        uri = unit.meta.get("metadata_uri")
+        if not uri:
+            return None
+        try:
+            return self._read_capped(uri, 16 * MiB, "metadata")
+        except MissingFile:
+            if unit.meta.get("media") is not None:  # listed units name the copy they saw
+                raise
+            beside = fs.join(dirname(unit.uri), basename(uri))
+            return self._read_capped(beside, 16 * MiB, "metadata")
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -491,10 +491,10 @@ class PMCSource(Source):
     def _read_folder(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
         data = self._read_capped(unit.uri, self.options.max_xml_bytes, "XML")
         articles = parse_jats_articles(data)
-        name_pmcid = _PMCID_IN_NAME.search(_basename(unit.uri))
+        name_pmcid = _PMCID_IN_NAME.search(basename(unit.uri))
         if len(articles) == 1 and name_pmcid:
             apply_metadata_fallbacks(articles[0], pmcid=name_pmcid.group(1).upper())
-        index = ImageIndex(self._listing(_dirname(unit.uri)))
+        index = ImageIndex(self._listing(dirname(unit.uri)))
         yield from self._emit(
             articles,
             unit,
@@ -508,9 +508,10 @@ class PMCSource(Source):
     def _read_cloud(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
         meta: dict[str, Any] = {}
         metadata_uri = unit.meta.get("metadata_uri")
-        if metadata_uri:
+        data = self._metadata_bytes(unit)
+        if data is not None:
             try:
-                meta = json.loads(self._read_capped(metadata_uri, 16 * MiB, "metadata"))
+                meta = json.loads(data)
             except ValueError as exc:
                 raise MalformedMetadata(f"{metadata_uri}: {exc}") from exc
             if not isinstance(meta, dict):
@@ -528,25 +529,13 @@ class PMCSource(Source):
                 doi=meta.get("doi"),
                 license_code=meta.get("license_code"),
             )
-        local = list(unit.meta.get("media", []))
-        remote: list[str] = []
-        if not fs.is_local(unit.uri):
-            # A listing of a bucket prefix can lag; `media_urls` names files of the same prefix.
-            local_names = {_basename(p).lower() for p in local}
-            remote = [
-                fs.join(_dirname(unit.uri), name)
-                for u in meta.get("media_urls") or []
-                if isinstance(u, str)
-                and (name := _basename(_strip_query(u)))
-                and name.lower() not in local_names
-            ]
         version = unit.meta.get("version")
         yield from self._emit(
             articles,
             unit,
             "cloud",
             int(version) if version is not None else None,
-            ImageIndex(local + remote),
+            ImageIndex(_cloud_media(unit, meta)),
             fetch=lambda p: _verify_md5(
                 p, self._read_capped(p, self.options.max_image_bytes, "image"), checksums
             ),
