@@ -1,6 +1,7 @@
 """End-to-end build cost on a demo_cohort-like corpus (generated input excluded from timings).
 
-Baseline: phase 1 alone (read, parse, rules, hashes) on the same corpus, timed in the same run.
+Baseline: the same build stopped after phase 1 (prepare, the planning pipeline, phase 1: read,
+parse, rules, hashes) on the same corpus, timed in the same run.
 Prints:
   - the whole build's throughput as a fraction of phase 1's (goal >= 0.5);
   - bytes shuffled per kept record, from the build's own shuffle counters (curate.shuffle),
@@ -43,18 +44,13 @@ def load(corpus: Path, running_mode: str):
 
 
 def phase1_only(corpus: Path, out: Path, running_mode: str) -> tuple[float, int]:
+    """The same build stopped after phase 1 (prepare, plan pipeline, phase-1 tasks)."""
     from curate.build.driver import Build
-    from curate.build.phase1 import run_phase1
-    from curate.build.plan import discover, source_paths
 
     loaded, runner = load(corpus, running_mode)
-    build = Build(loaded, str(out), runner, fresh=True)
-    build.prepare()
-    paths = source_paths(loaded.spec, str(out / "_work"))
     started = time.perf_counter()
-    plan = discover(loaded.spec, paths)
-    run_phase1(plan.tasks, loaded.data, str(out), paths, runner)
-    return time.perf_counter() - started, len(plan.tasks)
+    result = Build(loaded, str(out), runner, fresh=True).run(phase2=False)
+    return time.perf_counter() - started, result.discovered.tasks
 
 
 def whole_build(corpus: Path, out: Path, running_mode: str) -> tuple[float, dict]:

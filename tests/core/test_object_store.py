@@ -227,3 +227,31 @@ def test_killed_build_on_s3_resumes_to_the_same_bytes_and_fresh_starts_over(
         boto3.client("s3").get_object(Bucket=BUCKET, Key="builds/killed/notes.txt")["Body"].read()
     )
     assert body == b"mine"
+
+
+def test_a_kb_folder_on_s3_is_fetched_once_into_the_cache(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    from curate.enrich.link.store import resolve_kb
+    from curate.runners import RunnerChoice
+
+    RunnerChoice().configure_filesystems()  # as the driver does; Beam does it on workers
+    kb = tmp_path / "kb"
+    (kb / "index").mkdir(parents=True)
+    (kb / "manifest.json").write_text(json.dumps({"kb_id": "small", "kb_sha256": "a" * 64}))
+    (kb / "kb.jsonl").write_text('{"cui": "C1"}\n')
+    (kb / "index" / "ann.bin").write_bytes(bytes(range(256)))
+    _upload(kb, "kbs/small")
+    uri, cache = f"s3://{BUCKET}/kbs/small", tmp_path / "cache"
+    local = resolve_kb(uri, cache)
+    copied = {
+        p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()
+    }
+    original = {p.relative_to(kb).as_posix(): p.read_bytes() for p in kb.rglob("*") if p.is_file()}
+    assert copied == original
+    stamp = (local / "kb.jsonl").stat().st_mtime_ns
+    assert resolve_kb(uri, cache) == local and (local / "kb.jsonl").stat().st_mtime_ns == stamp
+    # A KB replaced under the same URI (another sha256 in its manifest) is fetched again.
+    (kb / "manifest.json").write_text(json.dumps({"kb_id": "small", "kb_sha256": "b" * 64}))
+    _upload(kb, "kbs/small")
+    assert resolve_kb(uri, cache) != local

@@ -22,7 +22,14 @@ from curate.build.estimate import (
     machine_costs,
     worker_hours,
 )
-from curate.build.plan import Plan, evenly_spaced, make_tasks, sample_plan
+from curate.build.plan import (
+    PlanStats,
+    evenly_spaced,
+    make_tasks,
+    plan_file,
+    read_part,
+    sample_plan,
+)
 from curate.cli import main
 from curate.errors import SpecError
 from curate.sources.base import Unit
@@ -178,21 +185,50 @@ def test_evenly_spaced_is_deterministic_and_spread() -> None:
     assert evenly_spaced([1, 2], 5) == [1, 2]
 
 
-def test_sample_plan_takes_units_per_source() -> None:
+def _write_piece(out: Path, label: str, piece: int, units: list[Unit], size: int) -> dict:
+    tasks = make_tasks(label, units, size, piece)
+    name = f"parts/{label}-{piece:05d}.jsonl"
+    path = Path(plan_file(str(out), name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"task": t}) + "\n" for t in tasks))
+    return {
+        "source": label,
+        "piece": piece,
+        "file": name,
+        "active": len(units),
+        "tasks": len(tasks),
+    }
+
+
+def test_sample_plan_takes_units_per_source_across_pieces(tmp_path: Path) -> None:
     units = [Unit(f"u{i:02d}", f"/in/{i}.xml", "pmc") for i in range(10)]
-    plan = Plan(
-        tasks=make_tasks("a", units, 4) + make_tasks("b", units[:2], 4),
-        inputs={
-            "a": {"kind": "pmc", "path": "/in", "discovered": 12, "skipped": {"retracted": 2}},
-            "b": {"kind": "pmc", "path": "/in", "discovered": 2, "skipped": {}},
+    entry = {"kind": "pmc", "path": "/in", "skipped": {}, "tasks": 0}
+    stats = PlanStats(
+        sources={
+            "a": {**entry, "discovered": 12, "active": 10, "skipped": {"retracted": 2}},
+            "b": {**entry, "discovered": 2, "active": 2},
         },
+        # source a's units lie in two pieces (the second never read: no unit of it is chosen
+        # when only one unit per source is sampled)
+        parts=[
+            _write_piece(tmp_path, "a", 0, units[:7], 4),
+            _write_piece(tmp_path, "a", 1, units[7:], 4),
+            _write_piece(tmp_path, "b", 0, units[:2], 4),
+        ],
     )
-    sampled = sample_plan(plan, 3, units_per_task=2)
-    chosen = [[u["unit_id"] for u in t["units"]] for t in sampled.tasks]
+    sampled = sample_plan(stats, str(tmp_path), 3, units_per_task=2)
+    chosen = [
+        [u["unit_id"] for u in t["units"]]
+        for path in sampled.part_paths(str(tmp_path))
+        for t in read_part(path, "task")
+    ]
     assert chosen == [["u00", "u03"], ["u06"], ["u00", "u01"]]
     assert sampled.inputs["a"]["discovered"] == 3 and sampled.inputs["a"]["skipped"] == {}
+    assert sampled.tasks == 3
+    Path(plan_file(str(tmp_path), "parts/a-00001.jsonl")).unlink()
+    assert sample_plan(stats, str(tmp_path), 1, units_per_task=2).tasks == 2
     with pytest.raises(SpecError):
-        sample_plan(plan, 0, units_per_task=2)
+        sample_plan(stats, str(tmp_path), 0, units_per_task=2)
 
 
 # ---- the command -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 import apache_beam as beam
 import pytest
 
+from curate.build.outcomes import empty_summary, merge, summary_of
 from curate.build.timings import Phase2Step, fold_phase1, output_bytes, phase2_steps
 from curate.cli import main
 from curate.errors import CurateError
@@ -87,6 +88,21 @@ def _stage(name: str, wall: float, cpu: float, n_in: int, n_out: int, **extra: A
     }
 
 
+def _blank_outcome() -> dict:
+    return {
+        "task_id": "t",
+        "source": "a",
+        "units": 0,
+        "units_failed": 0,
+        "unit_error_reasons": {},
+        "candidates": 0,
+        "read_rejects": {},
+        "read_record_errors": {},
+        "stages": {},
+        "kept": 0,
+    }
+
+
 def test_fold_phase1_sums_tasks_and_counts_the_timed_ones() -> None:
     outcomes = [
         {
@@ -103,7 +119,10 @@ def test_fold_phase1_sums_tasks_and_counts_the_timed_ones() -> None:
         },
         {"task_id": "from a run before timings existed"},
     ]
-    folded = fold_phase1(outcomes)
+    summary = empty_summary()
+    for outcome in outcomes:
+        summary = merge(summary, summary_of({**_blank_outcome(), **outcome}))
+    folded = fold_phase1(summary)
     assert folded["tasks_total"] == 3
     assert folded["stages"] == [
         {**_stage("read", 3.0, 2.0, 6, 9, bytes_read=150), "tasks_timed": 2},
@@ -214,9 +233,8 @@ def test_phases_are_timed_in_run_order(built: tuple[Path, dict]) -> None:
     assert [p["phase"] for p in phases] == [
         "prepare",
         "inputs",
-        "discover",
-        "phase1",
-        "phase2",
+        "plan",
+        "pipeline",
         "manifest",
         "data_card",
     ]
@@ -288,7 +306,7 @@ def test_data_card_shows_where_the_time_went(built: tuple[Path, dict]) -> None:
     out, manifest = built
     card = (out / "DATA_CARD.md").read_text()
     section = card.split("## Where the time went", 1)[1].split("## Software", 1)[0]
-    for name in ("phase1", "phase2", "phase 1: read", "phase 1: write", "phase 2: write_shards"):
+    for name in ("plan", "pipeline", "phase 1: read", "phase 1: write", "phase 2: write_shards"):
         assert f"| {name} |" in section
     read = manifest["timings"]["phase1"]["stages"][0]
     assert f"| {read['records_in']} | {read['records_out']} |" in section

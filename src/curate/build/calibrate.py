@@ -13,14 +13,14 @@ from typing import Any
 
 from curate.build.driver import Build
 from curate.build.estimate import Assumptions, Estimate, PriceList, SourceScale, estimate
-from curate.build.plan import Plan
+from curate.build.plan import PlanStats
 from curate.spec import LoadedSpec
 
 
-def source_scales(discovered: Plan, sampled: dict[str, dict[str, Any]]) -> list[SourceScale]:
+def source_scales(discovered: PlanStats, sampled: dict[str, dict[str, Any]]) -> list[SourceScale]:
     """Each source's full discovery counts beside what its sample yielded (timings.sources)."""
     scales = []
-    for label, entry in discovered.inputs.items():
+    for label, entry in discovered.sources.items():
         sample = sampled.get(label, {})
         scales.append(
             SourceScale(
@@ -47,7 +47,7 @@ def calibrate(
     """Build `sample` units per source (every unit when None) and project to all of them."""
     folder = tempfile.mkdtemp(prefix="curate-plan-")
     try:
-        build = Build(loaded, folder, runner, fresh=True, sample=sample, require_inputs=True)
+        build = Build(loaded, folder, runner, fresh=True, sample=sample)
         result = build.run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -55,7 +55,7 @@ def calibrate(
     return estimate(
         result.manifest,
         source_scales(discovered, result.manifest["timings"]["sources"]),
-        tasks=len(discovered.tasks),
+        tasks=discovered.tasks,
         units_per_task=loaded.spec.work.units_per_task,
         prices=prices,
         assume=assume or Assumptions(),

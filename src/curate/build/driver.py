@@ -1,11 +1,12 @@
-"""The run: prepare the output folder, plan, phase 1, phase 2, manifest and data card.
+"""The run: prepare the output folder, plan, phase 1 + phase 2, manifest and data card.
 
-    prepare -> plan (discover units, cut tasks) -> phase 1 (per task, resumable)
-            -> phase 2 (global decisions, outputs) -> skipped list -> manifest -> data card
+    prepare -> plan (pipeline: workers discover units and write task files; skipped when the
+            folder's plan is complete) -> build (one pipeline: phase 1 per task, resumable,
+            then phase 2's global decisions and outputs) -> manifest -> data card
 
-The driver holds the plan and the counts; the per-record work runs in the Beam pipelines of
-`phase1` and `phase2`. Each step runs under a `PhaseClock`, so the manifest's `timings.phases`
-says where the run's wall and CPU time went.
+The driver holds only counts: the plan's stats and phase 1's summary, each one file written by
+the pipelines; per-unit and per-record work runs on workers. Each step runs under a
+`PhaseClock`, so the manifest's `timings.phases` says where the run's wall and CPU time went.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from typing import Any
 
 from curate import fs
 from curate.build.manifest import BuildFacts, build_manifest
-from curate.build.phase1 import run_phase1
-from curate.build.phase2 import run_phase2
+from curate.build.pipeline import run_build_pipeline
 from curate.build.plan import (
-    Plan,
-    discover,
+    PlanStats,
+    plan_file,
     require_units,
+    run_plan,
     sample_plan,
     source_paths,
-    write_skipped,
 )
 from curate.errors import SpecError
 from curate.schema import load_schema
@@ -41,7 +41,7 @@ class BuildResult:
     ok: bool
     message: str = ""
     # Everything discovery found, before any sampling (`curate plan` scales the sample to it).
-    discovered: Plan = field(default_factory=Plan)
+    discovered: PlanStats = field(default_factory=PlanStats)
 
 
 class Build:
@@ -53,7 +53,6 @@ class Build:
         *,
         fresh: bool = False,
         sample: int | None = None,
-        require_inputs: bool = False,
     ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
@@ -61,7 +60,6 @@ class Build:
         self.runner = runner
         self.fresh = fresh
         self.sample = sample  # build only this many units per source (calibration)
-        self.require_inputs = require_inputs  # a source with nothing to build is an error
         self.schema = load_schema(self.spec.schema_)
         self.phases: list[PhaseClock] = []
 
@@ -110,35 +108,46 @@ class Build:
 
         return LinkStage(link).kb_identity()
 
-    def run(self) -> BuildResult:
+    def run(self, *, phase2: bool = True) -> BuildResult:
+        """The whole build; `phase2=False` stops after phase 1 (benchmarks, debugging)."""
         started = time.time()
         with self._phase("prepare"):
             self.prepare()
         with self._phase("inputs"):  # generates the demo corpora for `demo:` paths
             paths = self.runner.resolve_paths(source_paths(self.spec, self._work()))
-        with self._phase("discover"):
-            discovered = discover(self.spec, paths)
-            if self.require_inputs:
-                require_units(discovered)
+        with self._phase("plan"):
+            discovered = run_plan(self.spec, paths, self.out_dir, self.runner)
+            try:
+                require_units(discovered.inputs)  # a wrong path or an empty input is an error
+            except SpecError:
+                fs.remove(plan_file(self.out_dir))  # so that a fixed input is planned again
+                raise
             plan = discovered
             if self.sample is not None:
-                plan = sample_plan(discovered, self.sample, self.spec.work.units_per_task)
-        with self._phase("phase1"):
-            resumed, ran = run_phase1(
-                plan.tasks, self.loaded.data, self.out_dir, paths, self.runner
+                plan = sample_plan(
+                    discovered, self.out_dir, self.sample, self.spec.work.units_per_task
+                )
+        with self._phase("pipeline"):
+            summary, metrics = run_build_pipeline(
+                self.spec,
+                self.loaded.data,
+                self.out_dir,
+                paths,
+                self.runner,
+                plan.part_paths(self.out_dir),
+                phase2=phase2,
+                skipped=phase2 and self.sample is None,
             )
-        with self._phase("phase2"):
-            metrics = run_phase2(self.spec, self.out_dir, plan.tasks, self.runner)
+        if not phase2:
+            return BuildResult(manifest={"phase1": summary}, ok=True, discovered=discovered)
         with self._phase("manifest"):
-            write_skipped(self.out_dir, plan.skipped, self.spec.output.compression)
             manifest = build_manifest(
                 BuildFacts(
                     loaded=self.loaded,
                     out_dir=self.out_dir,
                     tasks=plan.tasks,
                     inputs=plan.inputs,
-                    resumed=resumed,
-                    ran=ran,
+                    summary=summary,
                     started=started,
                     runner=self.runner.describe(),
                     linking=self.linking,

@@ -18,7 +18,6 @@ from typing import Any
 
 from curate import __version__, fs
 from curate.build.phase2 import PHASE2_STAGE_PREFIXES, instruct_config
-from curate.build.plan import task_file
 from curate.build.timings import timings_section
 from curate.schema import load_schema
 from curate.shards import layout
@@ -61,7 +60,7 @@ def package_versions() -> dict[str, str]:
 
 @dataclass
 class Phase1Tally:
-    """Phase-1 counts summed over every task's `done.json`."""
+    """Phase-1 counts summed over every task (from the summary the pipeline folded)."""
 
     stages: dict[str, StageCounts] = field(default_factory=dict)
     unit_errors: Counter = field(default_factory=Counter)
@@ -71,33 +70,32 @@ class Phase1Tally:
     kept: int = 0
 
     @classmethod
-    def fold(cls, outcomes: list[dict[str, Any]], inputs: dict[str, dict[str, Any]]) -> Phase1Tally:
-        """Sum the outcomes; also fills each source's `read` and `failed` in `inputs`."""
+    def fold(cls, summary: dict[str, Any], inputs: dict[str, dict[str, Any]]) -> Phase1Tally:
+        """The phase-1 summary's per-source counts, summed; also fills each source's `read`
+        and `failed` in `inputs`."""
         tally = cls()
         for source_label in inputs:
             inputs[source_label].update({"read": 0, "failed": {}})
-        for outcome in outcomes:
-            entry = inputs[outcome["source"]]
-            entry["read"] += outcome["units"] - outcome["units_failed"]
+        for label, counts in summary["sources"].items():
+            entry = inputs[label]
+            entry["read"] += counts["units"] - counts["units_failed"]
             failed = Counter(entry["failed"])
-            failed.update(outcome["unit_error_reasons"])
+            failed.update(counts["unit_error_reasons"])
             entry["failed"] = dict(sorted(failed.items()))
-            tally.unit_errors.update(outcome["unit_error_reasons"])
-            tally.read_rejects.update(outcome["read_rejects"])
-            tally.read_record_errors.update(outcome["read_record_errors"])
-            tally.candidates += outcome["candidates"]
-            tally.kept += outcome["kept"]
-            for name, counts in outcome["stages"].items():
-                tally.stages.setdefault(name, StageCounts()).merge(StageCounts.from_dict(counts))
+            tally.unit_errors.update(counts["unit_error_reasons"])
+            tally.read_rejects.update(counts["read_rejects"])
+            tally.read_record_errors.update(counts["read_record_errors"])
+            tally.candidates += counts["candidates"]
+            tally.kept += counts["kept"]
+            for name, stage in counts["stages"].items():
+                tally.stages.setdefault(name, StageCounts()).merge(StageCounts.from_dict(stage))
+        # by name: workers fold outcomes in any order
+        tally.stages = dict(sorted(tally.stages.items()))
         return tally
 
     @property
     def record_errors(self) -> int:
         return sum(self.read_record_errors.values()) + sum(c.errors for c in self.stages.values())
-
-
-def read_outcomes(out_dir: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [json.loads(fs.read_bytes(task_file(out_dir, t["task_id"], "done.json"))) for t in tasks]
 
 
 # ---- outputs: what the files hold -----------------------------------------------------------
@@ -356,10 +354,9 @@ class BuildFacts:
 
     loaded: LoadedSpec
     out_dir: str
-    tasks: list[dict[str, Any]]
+    tasks: int  # in the plan
     inputs: dict[str, dict[str, Any]]
-    resumed: int
-    ran: int
+    summary: dict[str, Any]  # phase 1, folded on workers (curate.build.outcomes)
     started: float
     runner: dict[str, Any]
     linking: dict[str, Any] | None
@@ -372,8 +369,8 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
     spec = facts.loaded.spec
     schema = load_schema(spec.schema_)
     inputs = facts.inputs
-    outcomes = read_outcomes(facts.out_dir, facts.tasks)
-    tally = Phase1Tally.fold(outcomes, inputs)
+    summary = facts.summary
+    tally = Phase1Tally.fold(summary, inputs)
     outputs = output_stats(facts.out_dir)
     units = UnitCounts.of(inputs, tally)
     phase2 = phase2_counts(tally, outputs)
@@ -401,7 +398,7 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "tables": tables,
         "versions": package_versions(),
         "runner": facts.runner,
-        "tasks": {"total": len(facts.tasks), "resumed": facts.resumed, "ran": facts.ran},
+        "tasks": {"total": facts.tasks, "resumed": summary["resumed"], "ran": summary["ran"]},
         "inputs": inputs,
         "records": {
             "candidates": tally.candidates,
@@ -427,7 +424,7 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "benchmark_matches": benchmark_matches(facts.out_dir),
         "linking": facts.linking,
         # Run-to-run values (seconds) live here, never in `stages`, whose counts are exact.
-        "timings": timings_section(outcomes, facts.phases, facts.phase2_metrics, outputs.files),
+        "timings": timings_section(summary, facts.phases, facts.phase2_metrics, outputs.files),
         # pickled bytes and elements that entered each phase-2 shuffle (curate.shuffle)
         "shuffle": shuffled_bytes(facts.phase2_metrics) if facts.phase2_metrics else {},
         **extra,

@@ -1,9 +1,10 @@
 """Phase 1: one task = a few units of one source, read -> rules -> enrich, written atomically.
 
-`TaskRunner` is engine-free (tests call it directly); `RunTaskDoFn` is its Beam wrapper. Each
-task writes `_work/tasks/<task_id>/{kept,rejects,errors}.parquet`, then a `done.json` marker
-with its counts and timings, so a rerun skips finished tasks (the datatrove/Dolma pattern) and
-the manifest still knows where the time of every task went.
+`TaskRunner` is engine-free (tests call it directly); `RunTaskDoFn` is its Beam wrapper and
+`Phase1` the transform from the plan's task files to task outcomes. Each task writes
+`_work/tasks/<task_id>/{kept,rejects,errors}.parquet`, then a `done.json` marker with its counts
+and timings, so a rerun skips finished tasks (the datatrove/Dolma pattern) and the manifest
+still knows where the time of every task went.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from typing import Any
 import apache_beam as beam
 
 from curate import fs
-from curate.build.plan import task_file
+from curate.build.plan import read_part, task_file
 from curate.build.timings import file_size
 from curate.schema import ERROR_SCHEMA, load_schema, reject_schema
-from curate.shards import layout
 from curate.shards.writer import write_parquet
 from curate.sources.base import Source, Unit, get_source_class
 from curate.sources.uris import relative_uri, relativise_record, relativise_text
@@ -35,6 +35,7 @@ log = logging.getLogger("curate.build")
 
 
 TASK_FILES = ("kept.parquet", "rejects.parquet", "errors.parquet")
+NEAR_FILE = "near.parquet"  # near-dup attributes of the kept records, when near dedup is on
 
 
 def phase1_stages(spec: Spec) -> list[Stage]:
@@ -109,6 +110,9 @@ class TaskRunner:
             )
             self.group_fields[source_spec.label] = self.spec.split.group_by or cls.group_field
         self.stages = phase1_stages(self.spec)
+        near = self.spec.dedup.near
+        # Near-dup attributes are per-record work: computed here, beside the read, once.
+        self.near = near if near is not None and near.enabled else None
         for stage in self.stages:
             stage.setup()
         self._ready = True
@@ -141,8 +145,9 @@ class TaskRunner:
         self._relativise(result, self.source_paths[label])
         outcome.stages = result.counts
         outcome.kept = len(result.kept)
-        write = self._write(task["task_id"], result)
-        outcome.timings = [read, *result.timings.values(), write]
+        near_rows, near_timing = self._near_attributes(result.kept)
+        write = self._write(task["task_id"], result, near_rows)
+        outcome.timings = [read, *result.timings.values(), *near_timing, write]
         self._mark_done(task["task_id"], outcome)
         return outcome.as_dict()
 
@@ -208,16 +213,47 @@ class TaskRunner:
             else:
                 records.append(self._with_split(item, label))
 
-    def _write(self, task_id: str, result: ChainResult) -> StageTiming:
-        """The three task files; their rows and sizes are the write step's records and bytes."""
+    def _near_attributes(
+        self, kept: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]] | None, list[StageTiming]]:
+        """The near-dup sidecar rows of the kept records (image hashes, caption MinHash)."""
+        if self.near is None:
+            return None, []
+        from curate.dedup.sidecar import near_sidecar_rows
+
+        timing = StageTiming("near_attributes", records_in=len(kept), records_out=len(kept))
+        with Stopwatch() as watch:
+            rows = near_sidecar_rows(kept, self.near)
+        timing.add_time(watch)
+        return rows, [timing]
+
+    def _write(
+        self, task_id: str, result: ChainResult, near_rows: list[dict[str, Any]] | None
+    ) -> StageTiming:
+        """The task files; their rows and sizes are the write step's records and bytes."""
         rows = len(result.kept) + len(result.rejected) + len(result.failed)
         timing = StageTiming("write", records_in=rows, records_out=rows)
         with Stopwatch() as watch:
             self._write_files(task_id, result)
+            if near_rows is not None:
+                self._write_near(task_id, near_rows)
         timing.add_time(watch)
         folder = self.task_dir(task_id)
-        timing.add_bytes(written=sum(file_size(fs.join(folder, name)) for name in TASK_FILES))
+        names = (*TASK_FILES, NEAR_FILE) if near_rows is not None else TASK_FILES
+        timing.add_bytes(written=sum(file_size(fs.join(folder, name)) for name in names))
         return timing
+
+    def _write_near(self, task_id: str, rows: list[dict[str, Any]]) -> None:
+        from curate.dedup.sidecar import near_sidecar_table
+
+        assert self.near is not None
+        table = near_sidecar_table(rows, self.near)
+        write_parquet(
+            fs.join(self.task_dir(task_id), NEAR_FILE),
+            table.to_pylist(),
+            table.schema,
+            compression=self.spec.output.compression,
+        )
 
     def _write_files(self, task_id: str, result: ChainResult) -> None:
         folder = self.task_dir(task_id)
@@ -265,47 +301,39 @@ def _maybe_crash() -> None:
 
 
 class RunTaskDoFn(beam.DoFn):
+    """Task -> its outcome; a task whose done marker exists is not run again (resume), its
+    stored outcome is read back here, on the worker, so the driver never checks tasks."""
+
     def __init__(
         self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]
     ) -> None:
+        # Set up on the first task it runs: a resumed build may need no source, model or KB.
         self.runner = TaskRunner(spec_data, out_dir, source_paths)
 
-    def setup(self) -> None:
-        self.runner.setup()
-
     def process(self, task: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        marker = task_file(self.runner.out_dir, task["task_id"], "done.json")
+        if fs.exists(marker):
+            yield {**json.loads(fs.read_bytes(marker)), "resumed": True}
+            return
         outcome = self.runner.run(task)
         _maybe_crash()
-        yield outcome
+        yield {**outcome, "resumed": False}
 
 
-def finished_tasks(out_dir: str) -> set[str]:
-    """Ids of the tasks whose done marker exists: one listing of the task folder, not one
-    existence check per task (tens of thousands of requests on an object store)."""
-    pattern = fs.join(out_dir, layout.WORK, "tasks", "*", "done.json")
-    return {path.replace("\\", "/").rsplit("/", 2)[-2] for path in fs.glob(pattern)}
+class Phase1(beam.PTransform):
+    """Task files of the plan -> task outcomes (every task's files written or resumed)."""
 
+    def __init__(
+        self, spec_data: dict[str, Any], out_dir: str, source_paths: dict[str, str]
+    ) -> None:
+        super().__init__()
+        self.spec_data, self.out_dir, self.source_paths = spec_data, out_dir, source_paths
 
-def run_phase1(
-    tasks: list[dict[str, Any]],
-    spec_data: dict[str, Any],
-    out_dir: str,
-    paths: dict[str, str],
-    runner: Any,
-) -> tuple[int, int]:
-    """Run every task without a done marker; returns (resumed, ran)."""
-    done_ids = finished_tasks(out_dir) & {t["task_id"] for t in tasks}
-    pending = [t for t in tasks if t["task_id"] not in done_ids]
-    log.info(
-        "phase 1: %d tasks, %d already done, %d to run", len(tasks), len(done_ids), len(pending)
-    )
-    if pending:
-        beam_runner, options = runner.make()
-        with beam.Pipeline(runner=beam_runner, options=options) as pipeline:
-            _ = (
-                pipeline
-                | "PendingTasks" >> beam.Create(pending, reshuffle=False)
-                | "Distribute" >> beam.Reshuffle()
-                | "ReadRulesEnrich" >> beam.ParDo(RunTaskDoFn(spec_data, out_dir, paths))
-            )
-    return len(done_ids), len(pending)
+    def expand(self, task_files: Any) -> Any:
+        return (
+            task_files
+            | "ReadTasks" >> beam.FlatMap(read_part, "task")
+            | "Distribute" >> beam.Reshuffle()
+            | "ReadRulesEnrich"
+            >> beam.ParDo(RunTaskDoFn(self.spec_data, self.out_dir, self.source_paths))
+        )

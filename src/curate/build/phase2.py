@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import apache_beam as beam
 
 from curate import fs
+from curate.build.phase1 import NEAR_FILE
 from curate.build.plan import task_file
 from curate.build.task_outputs import KEPT, WriteFromTasks
 from curate.build.timings import Phase2Step, file_size, parquet_bytes_read
@@ -48,6 +49,7 @@ READ_COMPACT = Phase2Step("read_compact")
 EXACT_CAPTION_IMAGE = Phase2Step("exact_caption_image")
 EXACT_IMAGE = Phase2Step("exact_image")
 READ_FULL = Phase2Step("read_full")
+READ_NEAR = Phase2Step("read_near")
 READ_ERRORS = Phase2Step("read_errors")
 
 
@@ -103,13 +105,15 @@ def _counted_drops(
         yield drop
 
 
-def read_full(path: str) -> list[dict[str, Any]]:
-    """Every column of a task's kept file (for the transforms that hash or embed records)."""
+def read_full(path: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """Every column of a task's kept file (for the transforms that hash or embed records), in
+    file order, as batches of at most `batch_rows` rows: a batch depends on the file alone."""
     with READ_FULL.timed():
         rows = read_rows(path)
     READ_FULL.count("records_out", len(rows))
     READ_FULL.count("bytes_read", file_size(path))
-    return rows
+    for start in range(0, len(rows), batch_rows):
+        yield rows[start : start + batch_rows]
 
 
 def read_errors(path: str) -> list[dict[str, Any]]:
@@ -185,16 +189,37 @@ def _write_jsonl(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def needs_full_records(spec: Spec) -> bool:
-    """Whether an optional drop transform reads the records (to hash or embed them)."""
-    sections = (spec.dedup.near, spec.dedup.semantic, spec.dedup.decontam, spec.embed)
+    """Whether an optional drop transform reads the records (to embed them or check them
+    against benchmarks); near dedup reads phase 1's compact sidecars instead."""
+    sections = (spec.dedup.semantic, spec.dedup.decontam, spec.embed)
     return any(_if_enabled(section) is not None for section in sections)  # type: ignore[type-var]
 
 
-def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
+def read_near_rows(path: str, config: NearDedupConfig) -> list[dict[str, Any]]:
+    """A task's near-dup sidecar (phase 1 wrote it under this build's spec)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.dedup.sidecar import near_sidecar_matches
+
+    with READ_NEAR.timed():
+        data = fs.read_bytes(path)
+        table = pq.read_table(pa.BufferReader(data))
+        rows = table.to_pylist()
+    if not near_sidecar_matches(table.schema, config):
+        raise RuntimeError(f"{path} was made under other near-dedup settings: rebuild with --fresh")
+    READ_NEAR.count("records_out", len(rows))
+    READ_NEAR.count("bytes_read", len(data))
+    return rows
+
+
+def optional_drops(spec: Spec, batches: Any, near_rows: Any, out_dir: str) -> list[Any]:
     """PCollections of (record_id, (stage, reason, duplicate_of)) for records to drop: near and
     semantic duplicates (one union-find, one survivor per group), low image-text similarity,
     and benchmark leaks. The embedding pass runs first when a section needs vectors, writing
-    its sidecar to OUT/attributes/ so thresholds can be re-tuned without re-embedding."""
+    its sidecar to OUT/attributes/ so thresholds can be re-tuned without re-embedding.
+    `batches` are lists of full records cut from one task file each (`read_full`), None when
+    no section needs them; `near_rows` the near-dup sidecar rows, None when near is off."""
     from curate.errors import SpecError
 
     near = _if_enabled(spec.dedup.near)
@@ -204,12 +229,13 @@ def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
     embed = _if_enabled(spec.embed)
     drops: list[Any] = []
     vectors: dict[str, Any] = {}
+    records = None if batches is None else batches | "Records" >> beam.FlatMap(lambda b: b)
     if embed is not None:
         from curate.embed.beam import EmbedRecords
 
         for tower in embed.towers:
-            vectors[tower] = records | f"Embed_{tower}" >> EmbedRecords(
-                embed, tower, out_dir=out_dir
+            vectors[tower] = batches | f"Embed_{tower}" >> EmbedRecords(
+                embed, tower, out_dir=out_dir, fixed_batches=True
             )
     if near is not None or semantic is not None:
         from curate.dedup.beam import NearDuplicates
@@ -220,8 +246,13 @@ def optional_drops(spec: Spec, records: Any, out_dir: str) -> list[Any]:
             raise SpecError(
                 f"dedup.semantic uses the {semantic.tower} tower: add it to embed.towers"
             )
-        decisions = records | "NearDuplicates" >> NearDuplicates(
-            near_config, vectors=semantic_vectors, semantic=semantic
+        decisions = (records if near_rows is None else near_rows) | "NearDuplicates" >> (
+            NearDuplicates(
+                near_config,
+                vectors=semantic_vectors,
+                semantic=semantic,
+                from_sidecar=near_rows is not None,
+            )
         )
         drops.append(decisions | "NearAsDrops" >> beam.Map(_as_drop("dedup:near")))
     if quality is not None and (
@@ -332,64 +363,63 @@ def clear_outputs(out_dir: str) -> None:
         fs.remove(fs.join(out_dir, folder))
 
 
-def task_files(out_dir: str, tasks: list[dict[str, Any]], name: str) -> list[str]:
-    return [task_file(out_dir, t["task_id"], name) for t in tasks]
+def _task_file_of(task_id: str, out_dir: str, name: str) -> tuple[str, str]:
+    return task_id, task_file(out_dir, task_id, name)
 
 
-def run_phase2(spec: Spec, out_dir: str, tasks: list[dict[str, Any]], runner: Any) -> Any:
-    """Build and run the phase-2 graph; returns the runner's metrics."""
-    clear_outputs(out_dir)
-    schema = load_schema(spec.schema_)
-    out = spec.output
-    settings = WriteSettings(out.compression, out.compression_level, out.row_group_rows)
-    beam_runner, options = runner.make()
-    p = beam.Pipeline(runner=beam_runner, options=options)
-    task_ids = [t["task_id"] for t in tasks]
-    kept_files = [(t, task_file(out_dir, t, "kept.parquet")) for t in task_ids]
-    compact = (
-        p
-        | "KeptFiles" >> beam.Create(kept_files, reshuffle=False)
-        | "ReadCompact"
-        >> beam.FlatMap(
+class Phase2(beam.PTransform):
+    """Task ids (phase 1 finished them) -> the build's outputs; see the module docstring."""
+
+    def __init__(self, spec: Spec, out_dir: str) -> None:
+        super().__init__()
+        self.spec, self.out_dir = spec, out_dir
+
+    def expand(self, task_ids: Any) -> None:
+        spec, out_dir = self.spec, self.out_dir
+        p = task_ids.pipeline
+        schema = load_schema(spec.schema_)
+        out = spec.output
+        settings = WriteSettings(out.compression, out.compression_level, out.row_group_rows)
+        kept_files = task_ids | "KeptFiles" >> beam.Map(_task_file_of, out_dir, "kept.parquet")
+        compact = kept_files | "ReadCompact" >> beam.FlatMap(
             read_compact, text_field(schema.field_names), "image_sha256" in schema.field_names
         )
-    )
-    exact = spec.dedup.exact
-    drops = list(
-        compact
-        | "ExactDuplicates" >> ExactDuplicates(schema, exact.caption_image, exact.image_sha256)
-    )
-    if needs_full_records(spec):
-        # Read, not shuffled: the stages below reduce each record to hashes or vectors first.
-        records = (
-            p
-            | "KeptFilesFull" >> beam.Create([path for _, path in kept_files], reshuffle=False)
-            | "ReadFull" >> beam.FlatMap(read_full)
+        exact = spec.dedup.exact
+        drops = list(
+            compact
+            | "ExactDuplicates" >> ExactDuplicates(schema, exact.caption_image, exact.image_sha256)
         )
-        drops.extend(optional_drops(spec, records, out_dir))
-    if not drops:  # nothing can drop a record: an empty decision set
-        drops.append(p | "NoDrops" >> beam.Create([]))
-    decisions = tuple(drops) | "OneDecisionPerRecord" >> OneDecisionPerRecord()
-    instruct = instruct_config(spec)
-    written = (
-        p | "TaskIds" >> beam.Create(task_ids, reshuffle=False),
-        compact,
-        decisions,
-    ) | "ShardsAndRejects" >> WriteFromTasks(
-        out_dir, schema, settings, out.shard_rows, emit_kept=instruct is not None
-    )
-    if instruct is not None:
-        _ = written[KEPT] | "Instructions" >> WriteInstructions(
-            instruct, out_dir, settings, out.shard_rows
+        batches = near_rows = None
+        if needs_full_records(spec):
+            # Read, not shuffled: the stages below reduce each record to vectors first.
+            embed = _if_enabled(spec.embed)
+            batch_rows = embed.batch_size if embed is not None else 1 << 30
+            batches = kept_files | "ReadFull" >> beam.FlatMap(
+                lambda item: read_full(item[1], batch_rows)
+            )
+        near = _if_enabled(spec.dedup.near)
+        if near is not None:
+            near_rows = task_ids | "NearSidecars" >> beam.FlatMap(
+                lambda t: read_near_rows(task_file(out_dir, t, NEAR_FILE), near)
+            )
+        if batches is not None or near_rows is not None:
+            drops.extend(optional_drops(spec, batches, near_rows, out_dir))
+        if not drops:  # nothing can drop a record: an empty decision set
+            drops.append(p | "NoDrops" >> beam.Create([]))
+        decisions = tuple(drops) | "OneDecisionPerRecord" >> OneDecisionPerRecord()
+        instruct = instruct_config(spec)
+        written = (task_ids, compact, decisions) | "ShardsAndRejects" >> WriteFromTasks(
+            out_dir, schema, settings, out.shard_rows, emit_kept=instruct is not None
         )
-    errors = (
-        p
-        | "ErrorFiles" >> beam.Create(task_files(out_dir, tasks, "errors.parquet"), reshuffle=False)
-        | "ReadErrors" >> beam.FlatMap(read_errors)
-    )
-    _ = errors | "Errors" >> WriteFlatFiles(
-        out_dir, layout.ERRORS, ERROR_SCHEMA, settings, out.shard_rows, "source_uri"
-    )
-    result = p.run()
-    result.wait_until_finish()
-    return result.metrics()
+        if instruct is not None:
+            _ = written[KEPT] | "Instructions" >> WriteInstructions(
+                instruct, out_dir, settings, out.shard_rows
+            )
+        errors = (
+            task_ids
+            | "ErrorFiles" >> beam.Map(lambda t: task_file(out_dir, t, "errors.parquet"))
+            | "ReadErrors" >> beam.FlatMap(read_errors)
+        )
+        _ = errors | "Errors" >> WriteFlatFiles(
+            out_dir, layout.ERRORS, ERROR_SCHEMA, settings, out.shard_rows, "source_uri"
+        )

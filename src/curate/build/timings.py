@@ -1,7 +1,7 @@
 """The manifest's `timings`: where a build's time went, stage by stage.
 
     driver phases   wall and CPU of prepare, inputs, discover, phase 1, phase 2, manifest, card
-    phase 1         per-task timings from each task's `done.json`, summed per stage
+    phase 1         per-task timings (each task's `done.json`), summed per stage on workers
     phase 2         Beam metrics (namespace `curate.phase2`) of the main steps, summed over workers
 
 Phase-2 steps report counters named `<step>.<field>`; `Phase2Step` is the one place that writes
@@ -30,6 +30,7 @@ PHASE2_STEPS = (
     "exact_caption_image",
     "exact_image",
     "read_full",
+    "read_near",
     "dedup:near",
     "quality",
     "decontaminate",
@@ -137,37 +138,28 @@ def phase2_steps(metrics: Any) -> list[dict[str, Any]]:
 # ---- phase 1: fold the task markers ------------------------------------------------------------
 
 
-def fold_phase1(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+def fold_phase1(summary: dict[str, Any]) -> dict[str, Any]:
     """Per-stage sums over the tasks' timings, in run order, with how many tasks were timed."""
-    totals: dict[str, StageTiming] = {}
-    timed: dict[str, int] = {}
-    for outcome in outcomes:
-        for entry in outcome.get("timings") or []:
-            timing = StageTiming.from_dict(entry)
-            totals.setdefault(timing.stage, StageTiming(timing.stage)).merge(timing)
-            timed[timing.stage] = timed.get(timing.stage, 0) + 1
-    return {
-        "tasks_total": len(outcomes),
-        "stages": [{**t.as_dict(), "tasks_timed": timed[name]} for name, t in totals.items()],
-    }
+    stages = []
+    for name, entry in summary["timings"].items():
+        seconds = {"wall_s": entry["wall_us"] / 1e6, "cpu_s": entry["cpu_us"] / 1e6}
+        timing = StageTiming.from_dict({"stage": name, **entry, **seconds})
+        stages.append({**timing.as_dict(), "tasks_timed": entry["tasks_timed"]})
+    return {"tasks_total": summary["tasks"], "stages": stages}
 
 
-def per_source(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def per_source(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Units, candidate and kept records and phase-1 CPU per source: what `curate plan` scales."""
-    sources: dict[str, dict[str, Any]] = {}
-    for outcome in outcomes:
-        entry = sources.setdefault(
-            outcome["source"],
-            {"units": 0, "candidates": 0, "kept_phase1": 0, "cpu_s": 0.0, "bytes_read": 0},
-        )
-        entry["units"] += outcome["units"]
-        entry["candidates"] += outcome["candidates"]
-        entry["kept_phase1"] += outcome["kept"]
-        for timing in outcome.get("timings") or []:
-            entry["cpu_s"] = round(entry["cpu_s"] + timing["cpu_s"], 6)
-            if timing["stage"] == "read":
-                entry["bytes_read"] += timing.get("bytes_read") or 0
-    return dict(sorted(sources.items()))
+    return {
+        label: {
+            "units": counts["units"],
+            "candidates": counts["candidates"],
+            "kept_phase1": counts["kept"],
+            "cpu_s": counts["cpu_us"] / 1e6,
+            "bytes_read": counts["bytes_read"],
+        }
+        for label, counts in sorted(summary["sources"].items())
+    }
 
 
 def output_bytes(files: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -183,16 +175,16 @@ def output_bytes(files: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def timings_section(
-    outcomes: list[dict[str, Any]],
+    summary: dict[str, Any],
     phases: list[PhaseClock],
     phase2_metrics: Any,
     files: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "phases": [p.as_dict() for p in phases],
-        "phase1": fold_phase1(outcomes),
+        "phase1": fold_phase1(summary),
         "phase2": {"steps": phase2_steps(phase2_metrics)},
-        "sources": per_source(outcomes),
+        "sources": per_source(summary),
         "outputs": output_bytes(files),
         "notes": list(NOTES),
     }

@@ -96,6 +96,27 @@ class TowerModelHandler(ModelHandler[tuple[str, Any], tuple[str, Any, str, Any],
         return f"curate_embed_{self.tower}"
 
 
+class FixedBatchHandler(TowerModelHandler):
+    """Elements are whole batches (lists of `(record_id, payload)`) cut upstream from one
+    file's rows in file order, so a record's vector never depends on which records happen to
+    share its batch at run time (padding and BLAS blocking move the last bits otherwise)."""
+
+    def __init__(self, model_ref: str, tower: str, device: str = "auto", **options: Any) -> None:
+        super().__init__(model_ref, tower, device, batch_size=1, **options)
+
+    def run_inference(  # type: ignore[override]  # elements are batches here
+        self,
+        batch: Sequence[Sequence[tuple[str, Any]]],
+        model: Tower,
+        inference_args: dict | None = None,
+    ) -> Iterable[tuple[str, Any, str, Any]]:
+        for chunk in batch:
+            yield from super().run_inference(chunk, model, inference_args)
+
+    def get_num_bytes(self, batch: Sequence[Sequence[tuple[str, Any]]]) -> int:  # type: ignore[override]
+        return sum(len(payload) for chunk in batch for _, payload in chunk)
+
+
 class _SplitResults(beam.DoFn):
     def process(self, element: tuple[str, Any, str, Any]) -> Iterator[Any]:
         record_id, vector, model_id, issue = element
@@ -105,16 +126,19 @@ class _SplitResults(beam.DoFn):
             yield (record_id, np.asarray(vector, dtype=np.float32), model_id)
 
 
-def _sidecar_row(item: tuple[str, np.ndarray, str]) -> dict[str, Any]:
-    record_id, vector, model_id = item
-    return {"record_id": record_id, "vector": vector.tolist(), "model_id": model_id}
+def _write_sorted_sidecar(items: list[tuple[str, np.ndarray, str]], path: str) -> None:
+    ordered = sorted(items, key=lambda item: item[0])
+    model_ids = {model_id for _, _, model_id in ordered}
+    write_sidecar(path, [(rid, vector) for rid, vector, _ in ordered], ",".join(sorted(model_ids)))
 
 
 class EmbedRecords(beam.PTransform):
     """records -> `(record_id, vector)`; also `.failed` -> `(record_id, reason)` after expansion.
 
     Use `EmbedRecords(config, "text", out_dir=OUT)`; with `with_failures=True` the transform
-    returns a dict `{"vectors": ..., "failed": ...}` instead of the vectors alone.
+    returns a dict `{"vectors": ..., "failed": ...}` instead of the vectors alone. With
+    `fixed_batches=True` the input is lists of records, each embedded as one batch
+    (reproducible vectors whatever the runner's delivery order).
     """
 
     def __init__(
@@ -123,52 +147,52 @@ class EmbedRecords(beam.PTransform):
         tower: str,
         out_dir: str | None = None,
         with_failures: bool = False,
+        fixed_batches: bool = False,
     ) -> None:
         super().__init__(label=f"EmbedRecords_{tower}")
         self.config = config
         self.tower = tower
         self.out_dir = out_dir
         self.with_failures = with_failures
+        self.fixed_batches = fixed_batches
 
     def handler(self) -> TowerModelHandler:
         c = self.config
+        options = {"max_text_tokens": c.max_text_tokens, "max_image_pixels": c.max_image_pixels}
+        if self.fixed_batches:
+            return FixedBatchHandler(c.model_for(self.tower), self.tower, c.device, **options)
         return TowerModelHandler(
-            c.model_for(self.tower),
-            self.tower,
-            c.device,
-            c.batch_size,
-            max_text_tokens=c.max_text_tokens,
-            max_image_pixels=c.max_image_pixels,
+            c.model_for(self.tower), self.tower, c.device, c.batch_size, **options
         )
 
     def expand(self, records: beam.PCollection) -> Any:
         tower, config = self.tower, self.config
-        keyed = records | f"Payload_{tower}" >> beam.FlatMap(
-            lambda r: (
-                []
-                if (p := record_payload(r, tower, config)) is None
-                else [(str(r["record_id"]), p)]
+
+        def keyed_payloads(rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+            return [
+                (str(r["record_id"]), p)
+                for r in rows
+                if (p := record_payload(r, tower, config)) is not None
+            ]
+
+        if self.fixed_batches:
+            keyed = records | f"Payload_{tower}" >> beam.FlatMap(
+                lambda rows: [chunk] if (chunk := keyed_payloads(rows)) else []
             )
-        )
+        else:
+            keyed = records | f"Payload_{tower}" >> beam.FlatMap(lambda r: keyed_payloads([r]))
         results = (
             keyed
             | f"RunInference_{tower}" >> RunInference(self.handler())
             | f"Split_{tower}" >> beam.ParDo(_SplitResults()).with_outputs(FAILED, main="ok")
         )
         if self.out_dir:
-            prefix = sidecar_path(self.out_dir, tower)[: -len(".parquet")]
+            # Sorted by record id, so the file does not depend on the order vectors arrive in.
             _ = (
                 results.ok
-                | f"SidecarRow_{tower}" >> beam.Map(_sidecar_row)
+                | f"AllVectors_{tower}" >> beam.combiners.ToList()
                 | f"WriteSidecar_{tower}"
-                >> beam.io.WriteToParquet(
-                    prefix,
-                    SIDECAR_SCHEMA,
-                    file_name_suffix=".parquet",
-                    num_shards=1,
-                    shard_name_template="",
-                    codec="zstd",
-                )
+                >> beam.Map(_write_sorted_sidecar, sidecar_path(self.out_dir, tower))
             )
         vectors = results.ok | f"Vectors_{tower}" >> beam.Map(lambda t: (t[0], t[1]))
         if self.with_failures:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from curate import fs
 from curate.enrich.link.index import FORMAT, MANIFEST_FILE, build_kb_folder, read_manifest
 from curate.enrich.link.kb import (
     BUILDER_VERSION,
@@ -161,7 +164,33 @@ def ensure_default_kb(
 def resolve_kb(
     kb: str | Path, cache_root: Path | None = None, settings: LinkerSettings | None = None
 ) -> Path:
-    """`'default'` -> the cached default KB (built if needed); anything else is a KB folder."""
+    """`'default'` -> the cached default KB (built if needed); an object-store URI -> its local
+    copy (`fetch_remote_kb`); anything else is a local KB folder."""
     if str(kb) == "default":
         return ensure_default_kb(cache_root, settings)
+    if not fs.is_local(str(kb)):
+        return fetch_remote_kb(str(kb), cache_root)
     return Path(kb)
+
+
+def fetch_remote_kb(uri: str, cache_root: Path | None = None) -> Path:
+    """A KB folder on an object store (gs://, s3://), copied once per machine into the cache:
+    the index loads from local files. The copy is keyed by the URI and checked against the
+    remote manifest's KB sha256, so a KB replaced under the same URI is fetched again."""
+    remote_manifest = json.loads(fs.read_bytes(fs.join(uri, MANIFEST_FILE)))
+    key = hashlib.sha1(f"{uri}\n{remote_manifest.get('kb_sha256')}".encode()).hexdigest()[:16]
+    local = (cache_root or default_cache_root()) / "remote" / key
+    if (local / MANIFEST_FILE).is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=local.parent))
+    prefix = uri.rstrip("/") + "/"
+    for path in fs.walk_files(uri):
+        target = staging / path[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.read_bytes(path))
+    try:
+        os.replace(staging, local)  # atomic: a reader sees no half copy
+    except OSError:  # another worker process on this machine finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return local
