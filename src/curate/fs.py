@@ -6,10 +6,12 @@ Pure modules (parsers) take bytes; sources call these helpers to get them.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import posixpath
 import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -162,3 +164,33 @@ def remove(path: str) -> None:
             os.remove(path)
     else:
         delete([path, *glob(path.rstrip("/") + "/**")])
+
+
+def folder_signature(uri: str) -> str:
+    """A digest of a remote folder's file names and sizes: what a local copy must match."""
+    matched = FileSystems.match([uri.rstrip("/") + "/**"])[0].metadata_list
+    listing = sorted((m.path, m.size_in_bytes) for m in matched)
+    return hashlib.sha1(repr(listing).encode()).hexdigest()
+
+
+def local_copy(uri: str, cache_root: str, version: str) -> str:
+    """A folder on an object store (a KB, a model) copied once per machine into `cache_root`,
+    keyed by its URI and `version` (a manifest's sha256, `folder_signature`), so libraries that
+    need local files can load it and a folder replaced under the same URI is fetched again."""
+    key = hashlib.sha1(f"{uri}\n{version}".encode()).hexdigest()[:16]
+    local = os.path.join(cache_root, key)
+    if os.path.isdir(local):
+        return local
+    os.makedirs(cache_root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root)
+    prefix = uri.rstrip("/") + "/"
+    for path in walk_files(uri):
+        target = os.path.join(staging, path[len(prefix) :])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as handle:
+            handle.write(read_bytes(path))
+    try:
+        os.replace(staging, local)  # atomic: a reader never sees half a copy
+    except OSError:  # another worker process on this machine finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return local

@@ -255,3 +255,23 @@ def test_a_kb_folder_on_s3_is_fetched_once_into_the_cache(
     (kb / "manifest.json").write_text(json.dumps({"kb_id": "small", "kb_sha256": "b" * 64}))
     _upload(kb, "kbs/small")
     assert resolve_kb(uri, cache) != local
+
+
+def test_a_model_folder_on_s3_loads_from_a_local_copy(
+    s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curate.embed.models import load_tower, minilm_path
+    from curate.runners import RunnerChoice
+
+    RunnerChoice().configure_filesystems()
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(tmp_path / "models"))
+    _upload(minilm_path(), "models/minilm")
+    tower = load_tower(f"minilm:s3://{BUCKET}/models/minilm", "text")
+    local = load_tower("minilm", "text")
+    vectors, _ = tower.embed(["a chest radiograph", "an axial CT slice"])
+    expected, _ = local.embed(["a chest radiograph", "an axial CT slice"])
+    assert vectors.shape == expected.shape and abs(vectors - expected).max() < 1e-6
+    assert (
+        tower.model_id == f"minilm:s3://{BUCKET}/models/minilm"
+        and len(list((tmp_path / "models").iterdir())) == 1
+    )

@@ -19,6 +19,7 @@ from typing import Any
 
 from curate import fs
 from curate.build.manifest import BuildFacts, build_manifest
+from curate.build.ownership import check_output_folder, state_path
 from curate.build.pipeline import run_build_pipeline
 from curate.build.plan import (
     PlanStats,
@@ -73,10 +74,11 @@ class Build:
 
     def prepare(self) -> None:
         self.runner.configure_filesystems()
+        check_output_folder(self.out_dir, self.spec)  # before anything is written or removed
         if self.fresh:
             clear_build_folder(self.out_dir)
         fs.makedirs(self.out_dir)
-        state_path = self._work("state.json")
+        state_file = state_path(self.out_dir)
         self.linking = self._link_identity()
         identity = {
             "spec_sha256": self.loaded.sha256,
@@ -88,15 +90,15 @@ class Build:
         if self.linking:
             # Resuming with another KB would mix entities from two KBs in one build.
             identity["kb_sha256"] = self.linking["kb_sha256"]
-        if fs.exists(state_path):
-            previous = json.loads(fs.read_bytes(state_path))
+        if fs.exists(state_file):
+            previous = json.loads(fs.read_bytes(state_file))
             if previous != identity:
                 raise SpecError(
                     f"{self.out_dir} holds work of another spec or schema ({previous}); resume needs the "
                     "same spec and overrides: use another --out or pass --fresh"
                 )
         else:
-            fs.write_bytes_atomic(state_path, json.dumps(identity, sort_keys=True).encode())
+            fs.write_bytes_atomic(state_file, json.dumps(identity, sort_keys=True).encode())
 
     def _link_identity(self) -> dict[str, Any] | None:
         """The linking KB's id and hash for the manifest; builds the default KB once, in the

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curate import fs
 from curate.errors import CurateError, InputError, SpecError
 
 Prepared = Any
@@ -108,7 +109,24 @@ def load_model(ref: str, device: str = "cpu", **options: Any) -> LoadedModel:
         loader = getattr(importlib.import_module(module_name), attr)
     if loader is None:
         raise SpecError(f"unknown embedding model {name!r}; available: {available_loaders()}")
+    if path and not fs.is_local(path):  # a model folder on an object store: a local copy
+        local = fs.local_copy(path, str(model_cache_root()), fs.folder_signature(path))
+        model = loader(local, device, options)
+        # named by its URI, not by this machine's cache path
+        model.model_id = model.model_id.replace(local, path)
+        for tower in model.towers.values():
+            tower.model_id = tower.model_id.replace(local, path)
+        return model
     return loader(path, device, options)
+
+
+def model_cache_root() -> Path:
+    """Local copies of remote model folders: `$CURATE_MODEL_CACHE`, else
+    `$XDG_CACHE_HOME/curate/models`, else `~/.cache/curate/models`."""
+    if os.environ.get("CURATE_MODEL_CACHE"):
+        return Path(os.environ["CURATE_MODEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "curate" / "models"
 
 
 def load_tower(ref: str, kind: str, device: str = "cpu", **options: Any) -> Tower:

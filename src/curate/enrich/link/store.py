@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -174,23 +172,8 @@ def resolve_kb(
 
 
 def fetch_remote_kb(uri: str, cache_root: Path | None = None) -> Path:
-    """A KB folder on an object store (gs://, s3://), copied once per machine into the cache:
-    the index loads from local files. The copy is keyed by the URI and checked against the
-    remote manifest's KB sha256, so a KB replaced under the same URI is fetched again."""
+    """A KB folder on an object store (gs://, s3://), copied once per machine into the cache
+    (the index loads from local files), again when the remote manifest's sha256 changes."""
     remote_manifest = json.loads(fs.read_bytes(fs.join(uri, MANIFEST_FILE)))
-    key = hashlib.sha1(f"{uri}\n{remote_manifest.get('kb_sha256')}".encode()).hexdigest()[:16]
-    local = (cache_root or default_cache_root()) / "remote" / key
-    if (local / MANIFEST_FILE).is_file():
-        return local
-    local.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=local.parent))
-    prefix = uri.rstrip("/") + "/"
-    for path in fs.walk_files(uri):
-        target = staging / path[len(prefix) :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(fs.read_bytes(path))
-    try:
-        os.replace(staging, local)  # atomic: a reader sees no half copy
-    except OSError:  # another worker process on this machine finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return local
+    root = (cache_root or default_cache_root()) / "remote"
+    return Path(fs.local_copy(uri, str(root), str(remote_manifest.get("kb_sha256"))))
