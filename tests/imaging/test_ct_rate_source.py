@@ -130,3 +130,23 @@ def test_missing_report_csv_column(tmp_path):
     source = get_source_class("ct_rate")(str(tmp_path), {})
     with pytest.raises(MalformedMetadata):
         list(source.discover())
+
+
+@pytest.mark.parametrize("reject", [True, False])
+def test_a_series_with_burned_in_annotation_is_rejected_without_pixels(demo, tmp_path, reject):
+    import shutil
+
+    import pydicom
+
+    root = tmp_path / "ct_rate"
+    shutil.copytree(demo["root"], root)
+    series = sorted((root / "series" / "ct_series_ok").glob("*.dcm"))
+    marked = pydicom.dcmread(series[len(series) // 2])  # one slice is enough
+    marked.BurnedInAnnotation = "YES"
+    marked.save_as(series[len(series) // 2])
+    options = {"preprocess": SMALL, "uid_salt": "demo-salt", "reject_burned_in_annotation": reject}
+    _, _, kept, rejected, _ = run_source(str(root), options)
+    if reject:
+        assert rejected["ct_series_ok"] == "burned_in_annotation" and "ct_series_ok" not in kept
+    else:
+        assert "ct_series_ok" in kept

@@ -27,6 +27,16 @@ from typing import Any
 REFUSAL_TEXT = "I'm sorry, but as an AI language model I cannot interpret medical images."
 
 
+# Replies that parse as JSON but are not chat completions (fault name -> body).
+MALFORMED_SHAPES: dict[str, Any] = {
+    "no_choices": {"id": "x"},
+    "choices_not_a_list": {"id": "x", "choices": "oops"},
+    "empty_choice": {"id": "x", "choices": [{}]},
+    "message_not_an_object": {"id": "x", "choices": [{"index": 0, "message": "text"}]},
+    "content_not_text": {"id": "x", "choices": [{"index": 0, "message": {"content": 7}}]},
+}
+
+
 def default_answer(messages: list[dict[str, Any]]) -> str:
     """A grounded two-turn conversation built from the last user message (deterministic)."""
     text = str(messages[-1].get("content", "")) if messages else ""
@@ -146,6 +156,9 @@ class FakeOpenAIServer:
                     time.sleep(owner.slow_s)
                 if fault == "malformed":
                     self._send(200, b'{"id": "x", "choices": [ {"message": ')
+                    return
+                if fault in MALFORMED_SHAPES:  # valid JSON, not the protocol's shape
+                    self._send(200, json.dumps(MALFORMED_SHAPES[fault]).encode())
                     return
                 content = REFUSAL_TEXT if fault == "refusal" else owner.answer(messages)
                 prompt_tokens = max(1, len(joined) // 4)

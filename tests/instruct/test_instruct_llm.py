@@ -21,7 +21,7 @@ from curate.instruct.llm import MissingAPIKey, load_prompt
 from curate.stages import Failed, Rejected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_server import FakeOpenAIServer  # noqa: E402
+from openai_server import MALFORMED_SHAPES, FakeOpenAIServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,6 +149,19 @@ def test_persistent_faults_become_named_errors_without_losing_records(tmp_path):
     assert failure.stage == "instruct.llm" and failure.record_id == "PMC0/F1/0"
     assert failure.source_uri == "mem://PMC0.xml"
     assert requests == 3 * 3 + 1 and usage["failed"] == 3
+
+
+def test_replies_of_the_wrong_shape_are_malformed_and_retried(tmp_path):
+    shapes = sorted(MALFORMED_SHAPES)
+    # each case: one wrong-shaped reply, then a good one; the last case always wrong
+    faults = {f"case {i} ": [shape] for i, shape in enumerate(shapes)}
+    faults[f"case {len(shapes)} "] = [shapes[0]] * 3
+    with FakeOpenAIServer(faults) as server:
+        cfg = config(server, tmp_path, max_retries=2)
+        results, usage = run(cfg, [figure(i) for i in range(len(shapes) + 1)])
+    reasons = [only(r).reason if isinstance(only(r), Failed) else "ok" for r in results]
+    assert reasons == ["ok"] * len(shapes) + ["llm_malformed_response"]
+    assert usage["retries"] == len(shapes) + 2
 
 
 def test_client_errors_are_not_retried(tmp_path):

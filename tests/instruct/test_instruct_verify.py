@@ -120,6 +120,10 @@ def test_giveaway_phrases_are_stripped_or_dropped():
     assert dropped.reason == "source_giveaway"
     kept = verifier.check_text(convo("The text on the film reads R for right."), SOURCE, RECORD)
     assert kept.kept  # 'text' alone is no give-away
+    # an answer that was mostly the give-away is rejected, not kept as a fragment
+    for answer in ("According to the caption, yes.", "As described in the text, effusion."):
+        fragment = verifier.check_text(convo(answer), SOURCE, RECORD)
+        assert fragment.reason == "source_giveaway" and "left only" in fragment.message
 
 
 def test_grounding_drop_flag_and_off():

@@ -425,9 +425,13 @@ class ChatClient:
             completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
             self.budget.settle(estimate, prompt_tokens + completion_tokens)
             self.usage.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-            choices = getattr(response, "choices", None) or []
-            content = choices[0].message.content if choices and choices[0].message else None
-            if not isinstance(content, str) or not content.strip():
+            try:
+                content, finish_reason = reply_content(response)
+            except MalformedReply as exc:  # parsed, but not a chat completion: retried
+                last = ("llm_malformed_response", str(exc))
+                self._sleep(attempt, None)
+                continue
+            if content is None or not content.strip():
                 last = ("llm_empty_answer", "the endpoint answered without content")
                 self._sleep(attempt, None)
                 continue
@@ -442,7 +446,7 @@ class ChatClient:
                     "params": self.params,
                     "input_hash": hashlib.sha256(user_message.encode()).hexdigest(),
                     "content": content,
-                    "finish_reason": choices[0].finish_reason,
+                    "finish_reason": finish_reason,
                     "usage": {
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens,
@@ -487,3 +491,31 @@ class ChatClient:
             ceiling = min(cap, self.options.backoff_base_s * (2**attempt))
             delay = ceiling / 2 + self._jitter.uniform(0, ceiling / 2)  # "equal jitter"
         time.sleep(delay)
+
+
+class MalformedReply(ValueError):
+    """A reply that parsed but is not a chat completion."""
+
+
+def _field(value: Any, name: str) -> Any:
+    # The client builds its response models without validation: a field may be a plain dict
+    # member, an attribute, or absent.
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
+
+
+def reply_content(response: Any) -> tuple[str | None, Any]:
+    """(content, finish_reason) of a chat completion's first choice; `MalformedReply` when the
+    reply lacks the protocol's shape (no choices list, a choice without a message object, a
+    content that is not text). An empty or null content is an empty answer, not a malformed one."""
+    choices = _field(response, "choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply(f"no choices list in the reply (choices={choices!r:.80})")
+    message = _field(choices[0], "message")
+    if message is None or isinstance(message, str | int | float | list):
+        raise MalformedReply(f"the first choice has no message object ({message!r:.80})")
+    content = _field(message, "content")
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"the message content is not text ({content!r:.80})")
+    return content, _field(choices[0], "finish_reason")

@@ -58,6 +58,7 @@ class VerifyRules:
     giveaway_strip: re.Pattern[str]
     giveaway_strip_folded: re.Pattern[str]  # cheap test before the case-preserving substitution
     giveaway_drop: re.Pattern[str]
+    giveaway_min_words: int
     min_rounds: int
     max_rounds: int
     finding_lexicon: dict[str, tuple[str, ...]]
@@ -114,6 +115,7 @@ def load_verify_rules(ref: str) -> VerifyRules:
         giveaway_strip=_alternation(_entry(data, "giveaway_strip", where), where),
         giveaway_strip_folded=_alternation(_entry(data, "giveaway_strip", where), where, True),
         giveaway_drop=_alternation(_entry(data, "giveaway_drop", where), where, folded=True),
+        giveaway_min_words=int(_entry(data, "giveaway_min_words", where)),
         min_rounds=int(_entry(data, "min_rounds", where)),
         max_rounds=int(_entry(data, "max_rounds", where)),
         finding_lexicon={
@@ -292,6 +294,19 @@ def _strip_giveaways(value: str, pattern: re.Pattern[str]) -> str:
     return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), value)
 
 
+def _stripped_to_a_fragment(
+    turns: list[dict[str, str]], cleaned: list[dict[str, str]], min_words: int
+) -> str | None:
+    """The first turn that stripping changed and left with fewer than `min_words` words."""
+    for before, after in zip(turns, cleaned):
+        if (
+            before["value"] != after["value"]
+            and len(re.findall(r"\w+", after["value"])) < min_words
+        ):
+            return after["value"]
+    return None
+
+
 class Verifier:
     def __init__(
         self,
@@ -338,6 +353,13 @@ class Verifier:
             return Verdict(cleaned, "source_giveaway", f"give-away phrase {match.group(0)!r}")
         if not all(t["value"] for t in cleaned):
             return Verdict(cleaned, "malformed_turns", "a turn was only a give-away phrase")
+        fragment = _stripped_to_a_fragment(turns, cleaned, self.rules.giveaway_min_words)
+        if fragment is not None:
+            return Verdict(
+                cleaned,
+                "source_giveaway",
+                f"stripping a give-away left only {fragment!r}: the turn was the give-away",
+            )
         flags: list[str] = []
         if self.grounding != "off":
             extractor = self.extractor

@@ -66,6 +66,11 @@ class CtRateOptions(SourceOptions):
     uid_salt: str | None = Field(
         None, description="salt for UID/patient hashes; else $CURATE_UID_SALT"
     )
+    reject_burned_in_annotation: bool = Field(
+        True,
+        description="reject DICOM series with a slice whose BurnedInAnnotation is YES (PHI in "
+        "pixels), as the 2D radiology sources do",
+    )
     preprocess: VolumePreprocessOptions = Field(default_factory=VolumePreprocessOptions)
     series: SeriesOptions = Field(default_factory=SeriesOptions)
 
@@ -120,6 +125,11 @@ def report_fields(row: dict[str, str] | None) -> dict[str, Any]:
         "impression": row.get("Impressions_EN") or None,
         "report_text": "\n".join(parts) or None,
     }
+
+
+def _burned_in(items: list[tuple[Any, Any]]) -> bool:
+    """Whether any slice of a series says its pixels carry burned-in text."""
+    return any(str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES" for _, ds in items)
 
 
 @register_source
@@ -279,6 +289,9 @@ class CtRateSource(Source):
             )
             if self._missing_report(unit):
                 yield Rejected(_without_array(record), "report_missing")
+                continue
+            if self.options.reject_burned_in_annotation and _burned_in(items):
+                yield Rejected(_without_array(record), "burned_in_annotation")
                 continue
             try:
                 volume = volume_from_series(items, options=self.options.series, uid_salt=salt)
