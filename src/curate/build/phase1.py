@@ -244,14 +244,13 @@ class TaskRunner:
         return timing
 
     def _write_near(self, task_id: str, rows: list[dict[str, Any]]) -> None:
-        from curate.dedup.sidecar import near_sidecar_table
+        from curate.dedup.sidecar import near_sidecar_schema
 
         assert self.near is not None
-        table = near_sidecar_table(rows, self.near)
         write_parquet(
             fs.join(self.task_dir(task_id), NEAR_FILE),
-            table.to_pylist(),
-            table.schema,
+            rows,
+            near_sidecar_schema(self.near),
             compression=self.spec.output.compression,
         )
 

@@ -211,9 +211,7 @@ class WritePiece(beam.DoFn):
             if u.skip_reason
         ]
         name = f"parts/{label}-{index:05d}.jsonl"
-        lines = [json.dumps({"task": t}, sort_keys=True) for t in tasks]
-        lines += [json.dumps({"skipped": s}, sort_keys=True) for s in skipped]
-        fs.write_bytes_atomic(plan_file(self.out_dir, name), ("\n".join(lines) + "\n").encode())
+        write_part(plan_file(self.out_dir, name), tasks, skipped)
         yield {
             "source": label,
             "piece": index,
@@ -305,6 +303,15 @@ def run_plan(spec: Spec, paths: dict[str, str], out_dir: str, runner: Any) -> Pl
 # ---- reading the plan (workers) ------------------------------------------------------------------
 
 
+def write_part(
+    path: str, tasks: list[dict[str, Any]], skipped: list[dict[str, Any]] | None = None
+) -> None:
+    """A task file: one JSON line per task, then one per skipped unit (`read_part`)."""
+    lines = [json.dumps({"task": t}, sort_keys=True) for t in tasks]
+    lines += [json.dumps({"skipped": s}, sort_keys=True) for s in skipped or []]
+    fs.write_bytes_atomic(path, "".join(line + "\n" for line in lines).encode())
+
+
 def read_part(path: str, kind: str) -> Iterator[dict[str, Any]]:
     """The tasks (`kind` "task") or skipped units ("skipped") of one task file."""
     for line in fs.read_bytes(path).decode().splitlines():
@@ -349,8 +356,7 @@ def sample_plan(stats: PlanStats, out_dir: str, per_source: int, units_per_task:
                 chosen.extend(units[i] for i in wanted)
         tasks = make_tasks(label, chosen, units_per_task)
         name = f"sample/{label}.jsonl"
-        lines = "".join(json.dumps({"task": t}, sort_keys=True) + "\n" for t in tasks)
-        fs.write_bytes_atomic(plan_file(out_dir, name), lines.encode())
+        write_part(plan_file(out_dir, name), tasks)
         sampled.sources[label] = {
             **entry,
             "discovered": len(chosen),
