@@ -21,6 +21,11 @@ DEFAULT_REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 REALDATA = Path(os.environ.get("CURATE_REALDATA", DEFAULT_REALDATA))
 REQUIRE_REALDATA_ENV = "CURATE_REQUIRE_REALDATA"
 
+# Tests build with the public demo salt (so pseudonyms are reproducible); a patient-data build
+# without a salt is refused (curate.parse.deid), and the tests of that rule clear these themselves.
+os.environ["CURATE_UID_SALT"] = "curate-public-default-salt"
+os.environ.pop("CURATE_UID_SALT_FILE", None)
+
 
 def realdata_required() -> bool:
     return os.environ.get(REQUIRE_REALDATA_ENV, "") == "1"

@@ -53,7 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"{args.spec}:1: {exc}", file=sys.stderr)
         return 2
-    loaded, problems = validate_spec(path, args.source, args.set)
+    loaded, problems = validate_spec(path, args.source, args.set, check_inputs=True)
     for problem in problems:
         print(problem, file=sys.stderr)
     if loaded is None:

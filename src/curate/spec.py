@@ -44,6 +44,11 @@ class SourceSpec(_Model):
         default=None, description="name used by --source NAME=PATH; defaults to kind"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific options")
+    allow_empty: bool = Field(
+        False,
+        description="an empty source (no files, or no input units) is a valid, empty input; "
+        "otherwise it is an error, like a path that does not exist",
+    )
 
     @property
     def label(self) -> str:
@@ -291,6 +296,29 @@ def _source_problems(spec: Spec, index: int, at: _Locator) -> list[Problem]:
     return []
 
 
+def _input_problems(spec: Spec, at: _Locator) -> list[Problem]:
+    """Each source root exists, is readable and holds files; each patient-data source has
+    its de-identification salt (a secret, or the declared demo salt)."""
+    from curate.parse.deid import salt_from
+    from curate.sources.base import get_source_class
+    from curate.sources.roots import root_problem
+
+    problems: list[Problem] = []
+    for i, source in enumerate(spec.sources):
+        if not source.path.startswith(DEMO_SCHEME):
+            problem = root_problem(source.path, allow_empty=source.allow_empty)
+            if problem:
+                problems.append(
+                    at.problem(("sources", i, "path"), f"source {source.label}: {problem}")
+                )
+        if "uid_salt" in get_source_class(source.kind).options_model.model_fields:
+            try:
+                salt_from(source.options.get("uid_salt"))
+            except SpecError as exc:
+                problems.append(at.problem(("sources", i), f"source {source.label}: {exc}"))
+    return problems
+
+
 def _rule_file_problems(spec: Spec, at: _Locator) -> list[Problem]:
     """Each rule file named in `rules:` exists, and its rules and parameters validate."""
     from curate.rules.files import resolve_rule_file, validate_rule_file
@@ -307,10 +335,15 @@ def _rule_file_problems(spec: Spec, at: _Locator) -> list[Problem]:
 
 
 def validate_spec(
-    path: Path, sources: list[str] | tuple[str, ...] = (), sets: list[str] | tuple[str, ...] = ()
+    path: Path,
+    sources: list[str] | tuple[str, ...] = (),
+    sets: list[str] | tuple[str, ...] = (),
+    *,
+    check_inputs: bool = False,
 ) -> tuple[LoadedSpec | None, list[Problem]]:
     """Validate a spec file fully: the YAML, the overrides, the model with its optional
-    sections, the schema and sources, then the rule files and rule names."""
+    sections, the schema and sources, then the rule files and rule names; with
+    `check_inputs`, also each source's root (exists, readable, not empty) and salt."""
     text = path.read_text(encoding="utf-8")
     data, problems = _parse_yaml(text, str(path))
     if data is not None:
@@ -325,6 +358,8 @@ def validate_spec(
     for i in range(len(spec.sources)):
         problems.extend(_source_problems(spec, i, at))
     problems.extend(_rule_file_problems(spec, at))
+    if check_inputs and not problems:
+        problems.extend(_input_problems(spec, at))
     if problems:
         return None, problems
     digest = hashlib.sha256(text.encode()).hexdigest()

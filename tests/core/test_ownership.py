@@ -82,7 +82,7 @@ def test_a_missing_or_empty_source_fails_the_build(
         source.mkdir()
     assert build(tmp_path / "out", source) == 2
     err = capsys.readouterr().err
-    assert ("does not exist" if where == "missing" else "no pmc input units found") in err
+    assert ("does not exist" if where == "missing" else "holds no files") in err
     # nothing of a plan is kept: the same folder builds once the input is fixed
     assert not (tmp_path / "out" / "_work" / "plan").exists()
 
@@ -100,3 +100,32 @@ def test_fresh_in_a_build_folder_removes_only_what_builds_write(
     assert (out / "my_notes.md").read_text() == "beside the build"
     assert (out / "eval" / "scores.json").exists()
     assert (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("out", [".", ".."])
+def test_out_dot_or_a_parent_of_the_work_is_refused(
+    out: str,
+    corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--out .` in a repository (or its parent) with `--fresh` would have emptied it."""
+    repo = tmp_path / "home" / "repo"
+    before = user_folder(repo)
+    monkeypatch.chdir(repo)
+    assert build(Path(out), corpus, "--fresh") == 2
+    assert "holds files that no curate build wrote" in capsys.readouterr().err
+    assert snapshot(repo) == before
+
+
+def test_allow_empty_makes_an_empty_source_an_empty_build(tmp_path: Path) -> None:
+    import json
+
+    source = tmp_path / "empty"
+    source.mkdir()
+    out = tmp_path / "out"
+    assert build(out, source, "--set", "sources.0.allow_empty=true") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"]["discovered"] == 0 and manifest["records"]["kept"] == 0
+    assert all(identity["holds"] for identity in manifest["identities"])

@@ -139,7 +139,11 @@ def test_unknown_source_kind_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "--spec", str(write(tmp_path, GOOD))]) == 0
+    corpus = tmp_path / "pmc"
+    corpus.mkdir()
+    (corpus / "PMC1.xml").write_text("<article/>")
+    good = write(tmp_path, GOOD.replace("/data/pmc", str(corpus)))
+    assert main(["validate", "--spec", str(good)]) == 0
     bad = write(tmp_path, GOOD.replace("seed: 3", "seed: x"), "bad.yaml")
     assert main(["validate", "--spec", str(bad)]) == 1
     err = capsys.readouterr().err
@@ -173,3 +177,43 @@ def test_committed_json_schema_matches_model(repo_root: Path) -> None:
     assert committed == spec_json_schema(), (
         "run: python -m curate.spec_schema > schemas/spec.schema.json"
     )
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "unreadable"])
+def test_validate_refuses_a_source_root_that_cannot_be_built(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    root = tmp_path / "corpus"
+    if where != "missing":
+        root.mkdir()
+    if where == "unreadable":
+        (root / "PMC1.xml").write_text("<article/>")
+        root.chmod(0)
+        if os.access(root, os.R_OK):  # root ignores permissions: nothing to test here
+            root.chmod(0o755)
+            pytest.skip("running as a user that can read any folder")
+    spec = write(tmp_path, GOOD.replace("/data/pmc", str(root)))
+    try:
+        assert main(["validate", "--spec", str(spec)]) == 1
+    finally:
+        if root.exists():
+            root.chmod(0o755)
+    err = capsys.readouterr().err
+    expected = {
+        "missing": "does not exist",
+        "empty": "holds no files",
+        "unreadable": "not readable",
+    }
+    assert f"{spec}:" in err and f"source pmc: path {root} {expected[where]}" in err
+
+
+def test_allow_empty_accepts_an_empty_source(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    root.mkdir()
+    text = GOOD.replace("/data/pmc", str(root)).replace(
+        f"    path: {root}\n", f"    path: {root}\n    allow_empty: true\n"
+    )
+    assert "allow_empty" in text
+    assert main(["validate", "--spec", str(write(tmp_path, text))]) == 0

@@ -30,7 +30,7 @@ def run_source(root, options):
     units = list(source.discover())
     for unit in units:
         try:
-            for item in source.read(unit):
+            for item in source.read_published(unit):
                 if isinstance(item, Rejected):
                     rejected[item.record["volume_name"]] = item.reason
                 elif isinstance(item, Failed):
@@ -45,7 +45,13 @@ def run_source(root, options):
 @pytest.fixture(scope="module")
 def result(demo):
     return run_source(
-        demo["root"], {"metadata_csv": "metadata.csv", "preprocess": SMALL, "uid_salt": "demo-salt"}
+        demo["root"],
+        {
+            "metadata_csv": "metadata.csv",
+            "preprocess": SMALL,
+            "uid_salt": "demo",
+            "pseudonymise_paths": False,
+        },
     )
 
 
@@ -101,7 +107,9 @@ def test_metadata_rescale_gives_hu(demo, result):
     _, _, kept, _, _ = result
     hu = array_from_record(kept["train_2_a_1"])
     assert int(hu.min()) == -1000  # air, clipped to the window
-    _, _, raw_kept, _, _ = run_source(demo["root"], {"preprocess": SMALL})
+    _, _, raw_kept, _, _ = run_source(
+        demo["root"], {"preprocess": SMALL, "pseudonymise_paths": False}
+    )
     raw = array_from_record(raw_kept["train_2_a_1"])
     assert int(raw.min()) == -1000  # padding only ...
     assert int(np.median(raw)) > 0  # ... the voxels stayed as stored (HU + 1024)
@@ -110,7 +118,10 @@ def test_metadata_rescale_gives_hu(demo, result):
 def test_no_phi_in_series_records(demo, result):
     _, _, kept, _, _ = result
     record = kept["ct_series_ok"]
-    needles = list(demo["series_phi"].values()) + ["1.2.826.0.1.3680043.8.498.1000", "demo-salt"]
+    needles = list(demo["series_phi"].values()) + [
+        "1.2.826.0.1.3680043.8.498.1000",
+        "curate-public",
+    ]
     assert find_leaks(record, needles) == []
     metadata = json.loads(record["metadata_json"])
     assert metadata["study_date_shifted"] != demo["series_phi"]["StudyDate"]
@@ -119,7 +130,7 @@ def test_no_phi_in_series_records(demo, result):
 
 def test_report_optional_when_not_required(demo):
     _, _, kept, rejected, _ = run_source(
-        demo["root"], {"preprocess": SMALL, "require_report": False}
+        demo["root"], {"preprocess": SMALL, "require_report": False, "pseudonymise_paths": False}
     )
     assert rejected == {}
     assert kept["train_4_a_1"]["report_text"] is None
@@ -144,9 +155,35 @@ def test_a_series_with_burned_in_annotation_is_rejected_without_pixels(demo, tmp
     marked = pydicom.dcmread(series[len(series) // 2])  # one slice is enough
     marked.BurnedInAnnotation = "YES"
     marked.save_as(series[len(series) // 2])
-    options = {"preprocess": SMALL, "uid_salt": "demo-salt", "reject_burned_in_annotation": reject}
+    options = {
+        "preprocess": SMALL,
+        "uid_salt": "demo",
+        "pseudonymise_paths": False,
+        "reject_burned_in_annotation": reject,
+    }
     _, _, kept, rejected, _ = run_source(str(root), options)
     if reject:
         assert rejected["ct_series_ok"] == "burned_in_annotation" and "ct_series_ok" not in kept
     else:
         assert "ct_series_ok" in kept
+
+
+def test_folder_and_file_names_never_reach_ids_by_default(tmp_path, demo):
+    """Hospital exports name series folders after patients: with the default options no
+    record, reject or unit id carries the folder or file name."""
+    import shutil
+
+    root = tmp_path / "export"
+    shutil.copytree(demo["root"], root)
+    patient_folder = "DOE_JOHN_19570312"
+    series = [p for p in root.rglob("*") if p.is_dir() and any(p.glob("*.dcm"))]
+    assert series, "the demo corpus has a DICOM series"
+    series[0].rename(series[0].parent / patient_folder)
+    source, units, kept, rejected, failed = run_source(str(root), {"preprocess": SMALL})
+    assert len(kept) + len(rejected) + len(failed) >= 9
+    assert not any(patient_folder in u.unit_id for u in units)
+    names = set(kept) | set(rejected) | set(failed)
+    assert all(name.startswith("v-") for name in names), names
+    for record in kept.values():
+        for column in ("record_id", "unit_id", "volume_name", "source_uri", "subject_id"):
+            assert "train_" not in str(record[column]) and "DOE" not in str(record[column])

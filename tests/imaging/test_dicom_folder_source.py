@@ -80,7 +80,7 @@ def run(folder, options):
 
 
 def test_folder_records(folder):
-    kept, rejected, failed = run(folder, {"reports_csv": "reports.csv", "uid_salt": "x"})
+    kept, rejected, failed = run(folder, {"reports_csv": "reports.csv", "uid_salt": "demo"})
     assert failed == [("b/cut.dcm", "truncated_dicom")]
     assert [r.reason for r in rejected] == ["burned_in_annotation"]
     assert rejected[0].record["image"] is None

@@ -19,6 +19,7 @@ from typing import Any
 
 from curate import fs
 from curate.build.manifest import BuildFacts, build_manifest
+from curate.build.salts import deidentification_section, source_salts
 from curate.build.ownership import check_output_folder, state_path
 from curate.build.pipeline import run_build_pipeline
 from curate.build.plan import (
@@ -80,6 +81,8 @@ class Build:
         fs.makedirs(self.out_dir)
         state_file = state_path(self.out_dir)
         self.linking = self._link_identity()
+        salts = source_salts(self.spec)  # a missing secret salt fails here, before any worker
+        self.deidentification = deidentification_section(salts)
         identity = {
             "spec_sha256": self.loaded.sha256,
             "schema": self.schema.describe(),
@@ -90,6 +93,8 @@ class Build:
         if self.linking:
             # Resuming with another KB would mix entities from two KBs in one build.
             identity["kb_sha256"] = self.linking["kb_sha256"]
+        if salts:  # ... and with another salt, two pseudonym spaces
+            identity["salt_fingerprints"] = {k: v.fingerprint for k, v in sorted(salts.items())}
         if fs.exists(state_file):
             previous = json.loads(fs.read_bytes(state_file))
             if previous != identity:
@@ -120,7 +125,9 @@ class Build:
         with self._phase("plan"):
             discovered = run_plan(self.spec, paths, self.out_dir, self.runner)
             try:
-                require_units(discovered.inputs)  # a wrong path or an empty input is an error
+                require_units(  # a wrong path or an empty input is an error
+                    discovered.inputs, {s.label for s in self.spec.sources if s.allow_empty}
+                )
             except SpecError:
                 fs.remove(plan_file(self.out_dir))  # so that a fixed input is planned again
                 raise
@@ -153,6 +160,7 @@ class Build:
                     started=started,
                     runner=self.runner.describe(),
                     linking=self.linking,
+                    deidentification=self.deidentification,
                     phase2_metrics=metrics,
                     phases=self.phases,
                     sample=self.sample,

@@ -360,6 +360,7 @@ class BuildFacts:
     started: float
     runner: dict[str, Any]
     linking: dict[str, Any] | None
+    deidentification: dict[str, Any] | None = None  # salt kind + fingerprint (build.salts)
     phase2_metrics: Any = None
     phases: list[PhaseClock] = field(default_factory=list)  # driver phases finished so far
     sample: int | None = None  # units per source, when the build ran on a sample
@@ -423,6 +424,7 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "instructions": instructions,
         "benchmark_matches": benchmark_matches(facts.out_dir),
         "linking": facts.linking,
+        "deidentification": facts.deidentification,
         # Run-to-run values (seconds) live here, never in `stages`, whose counts are exact.
         "timings": timings_section(summary, facts.phases, facts.phase2_metrics, outputs.files),
         # pickled bytes and elements that entered each phase-2 shuffle (curate.shuffle)

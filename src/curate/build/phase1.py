@@ -190,11 +190,13 @@ class TaskRunner:
     ) -> None:
         """Read one unit into `records`; its rejects and failures go to `result`."""
         outcome.units += 1
+        source = self.sources[label]
         try:
-            items = list(self.sources[label].read(unit))
+            items = list(source.read_published(unit))
         except Exception as exc:  # noqa: BLE001 - one bad unit is a dead letter
-            failure = Failed.from_exception(
-                exc, stage="read", source_uri=unit.uri, unit_id=unit.unit_id
+            failure = source.publish(
+                Failed.from_exception(exc, stage="read", source_uri=unit.uri, unit_id=unit.unit_id),
+                unit,
             )
             result.failed.append(failure)
             outcome.units_failed += 1

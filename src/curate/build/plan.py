@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from curate import fs
 from curate.errors import SpecError
 from curate.shards import layout
 from curate.sources.base import Source, Unit, get_source_class
+from curate.sources.roots import root_problem
 from curate.sources.uris import relative_uri
 from curate.spec import DEMO_SCHEME, Spec
 
@@ -281,9 +282,11 @@ def run_plan(spec: Spec, paths: dict[str, str], out_dir: str, runner: Any) -> Pl
         return stats
     fs.remove(plan_file(out_dir))  # pieces of an unfinished plan
     refs = source_refs(spec, paths)
-    for ref in refs:  # before any pipeline starts (remote paths show up as no units found)
-        if fs.is_local(ref.path) and not os.path.exists(ref.path):
-            raise SpecError(f"source {ref.label}: path {ref.path} does not exist")
+    allow_empty = {s.label: s.allow_empty for s in spec.sources}
+    for ref in refs:  # before any pipeline starts: missing, unreadable and empty roots
+        problem = root_problem(ref.path, allow_empty=allow_empty.get(ref.label, False))
+        if problem:
+            raise SpecError(f"source {ref.label}: {problem}")
     piece_list = pieces(refs)
     beam_runner, options = runner.make()
     with beam.Pipeline(runner=beam_runner, options=options) as pipeline:
@@ -370,10 +373,13 @@ def sample_plan(stats: PlanStats, out_dir: str, per_source: int, units_per_task:
     return sampled
 
 
-def require_units(inputs: dict[str, dict[str, Any]]) -> None:
-    """Every source has units to build: a missing or empty path is an error, not an empty plan."""
+def require_units(inputs: dict[str, dict[str, Any]], allow_empty: Collection[str] = ()) -> None:
+    """Every source has units to build: a missing or empty path is an error, not an empty plan
+    (unless the source says `allow_empty`)."""
     for label, entry in inputs.items():
         path = entry["path"]
+        if label in allow_empty and fs.exists(path):
+            continue
         if fs.is_local(path) and not os.path.exists(path):
             raise SpecError(f"source {label}: path {path} does not exist")
         if not entry["discovered"]:

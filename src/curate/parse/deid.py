@@ -9,8 +9,12 @@ Policy lives in `curation_rules/deid_profile.v1.yaml`; this module is the mechan
 - dates move back by a deterministic per-patient number of days (PS3.15 E.3.6 "modified dates");
 - BurnedInAnnotation == YES is reported, because no metadata rule can remove text in pixels.
 
-The salt comes from the caller (the build spec) or the `CURATE_UID_SALT` environment variable; it
-is never written into an output. Pure module: no Beam, no file system beyond the bundled profile.
+The salt is a secret: it comes from `$CURATE_UID_SALT`, a secrets file (`$CURATE_UID_SALT_FILE` or
+the source option `uid_salt: file:PATH`) or another variable (`uid_salt: env:NAME`). Demo and test
+builds say `uid_salt: demo` and get the public demo salt, which the manifest and card then name
+("demo salt, not for real data"). Without either a build over patient data is refused: a public
+default would let anyone holding a candidate MRN recompute its pseudonym and date shift. Only a
+fingerprint of the salt reaches the manifest, never the salt.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,12 @@ import yaml
 from curate.errors import SpecError
 
 SALT_ENV = "CURATE_UID_SALT"
-# Used only when neither the spec nor the environment gives a salt (tests, demos). It is public,
-# so hashes made with it can be recomputed by anyone holding the original UIDs: set a real salt.
+SALT_FILE_ENV = "CURATE_UID_SALT_FILE"
+# The salt of `uid_salt: demo` (demos, tests). It is public, so hashes made with it can be
+# recomputed by anyone holding the original identifiers: never for real patient data.
 DEFAULT_SALT = "curate-public-default-salt"
+DEMO = "demo"
+MIN_SECRET_LENGTH = 16
 
 _KINDS = ("str", "int", "float", "float_list", "str_list")
 
@@ -66,11 +73,80 @@ class DeidProfile:
         return cols + ["burned_in_annotation"]
 
 
+@dataclass(frozen=True)
+class Salt:
+    """A resolved salt and where it came from; `kind` is "secret" or "demo"."""
+
+    value: str = field(repr=False)
+    kind: str
+    origin: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the salt in the manifest (equal fingerprints, equal pseudonyms) without
+        revealing it: an HMAC of a fixed message, keyed by the salt."""
+        return hmac.new(
+            self.value.encode(), b"curate salt fingerprint", hashlib.sha256
+        ).hexdigest()[:16]
+
+    def describe(self) -> dict[str, str]:
+        return {"salt": self.kind, "salt_fingerprint": self.fingerprint, "origin": self.origin}
+
+
+def salt_from(option: str | None) -> Salt:
+    """The salt a source option names: `demo`, `env:NAME`, `file:PATH`, or None for
+    `$CURATE_UID_SALT` / `$CURATE_UID_SALT_FILE`. Anything else, or no salt at all, is an error."""
+    if option == DEMO:
+        return Salt(DEFAULT_SALT, DEMO, "uid_salt: demo")
+    if option and option.startswith("env:"):
+        return _checked(os.environ.get(option[4:], ""), f"environment variable {option[4:]}")
+    if option and option.startswith("file:"):
+        return _checked(_read_secret_file(option[5:]), f"file {option[5:]}")
+    if option:
+        raise SpecError(
+            "uid_salt must be `demo`, `env:NAME` or `file:PATH`: a salt written into the spec "
+            "is not secret (specs are shared and copied into the manifest)"
+        )
+    if os.environ.get(SALT_ENV):
+        return _checked(os.environ[SALT_ENV], f"environment variable {SALT_ENV}")
+    if os.environ.get(SALT_FILE_ENV):
+        path = os.environ[SALT_FILE_ENV]
+        return _checked(_read_secret_file(path), f"file {path}")
+    raise SpecError(
+        f"no de-identification salt: set {SALT_ENV} (or {SALT_FILE_ENV}, a secrets file) to a "
+        "secret of 16+ characters, or say `uid_salt: demo` in the source options for demo data"
+    )
+
+
+def _checked(value: str, origin: str) -> Salt:
+    value = value.strip()
+    if value == DEFAULT_SALT:  # the public demo salt, however it was passed
+        return Salt(value, DEMO, origin)
+    if len(value) < MIN_SECRET_LENGTH:
+        raise SpecError(
+            f"the salt from {origin} is {'empty' if not value else 'too short'}: a secret of "
+            f"{MIN_SECRET_LENGTH}+ characters is needed"
+        )
+    return Salt(value, "secret", origin)
+
+
+@cache
+def _read_secret_file(path: str) -> str:
+    """A local file (a mounted secret on a worker): no object-store reads in this pure module."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read the salt file {path}: {exc}") from exc
+
+
+def option_salt(option: str | None) -> str:
+    """The salt value a source's `uid_salt` option names (see `salt_from`)."""
+    return salt_from(option).value
+
+
 def resolve_salt(salt: str | None = None) -> str:
-    """The explicit salt, else `$CURATE_UID_SALT`, else the public default (documented as weak)."""
-    if salt:
-        return salt
-    return os.environ.get(SALT_ENV) or DEFAULT_SALT
+    """For the parse functions: a salt value their caller resolved, else the environment's."""
+    return salt if salt else salt_from(None).value
 
 
 def profile_from_definition(data: dict[str, Any], where: str = "deid profile") -> DeidProfile:

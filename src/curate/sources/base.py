@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from curate.errors import SpecError
+from curate.sources.path_privacy import PathPseudonyms
 from curate.stages import Failed, Record, Rejected
 
 
@@ -88,6 +90,33 @@ class Source:
     def read(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
         raise NotImplementedError
 
+    @cached_property
+    def path_privacy(self) -> PathPseudonyms | None:
+        """Pseudonyms for path-derived ids and URIs, when the options say `pseudonymise_paths`
+        (the DICOM sources' default): phase 1 passes every output of `read` through it."""
+        if not getattr(self.options, "pseudonymise_paths", False):
+            return None
+        from curate.parse.deid import option_salt
+
+        return PathPseudonyms(self.path, option_salt(getattr(self.options, "uid_salt", None)))
+
+    def read_published(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
+        """`read`, each output as it may leave the worker (`publish`): what phase 1 runs."""
+        for item in self.read(unit):
+            yield self.publish(item, unit)
+
+    def publish(self, item: Any, unit: Unit) -> Any:
+        """A record, reject or failure of `unit` with its raw input paths pseudonymised, when
+        the source says so."""
+        if self.path_privacy is not None:
+            self.path_privacy.item(item, [unit.uri, *unit.meta.get("files", [])])
+        return item
+
+    def public_name(self, name: str, prefix: str = "n-") -> str:
+        """A file or folder name as it may appear in ids: itself, or its pseudonym."""
+        privacy = self.path_privacy
+        return privacy.name(name, prefix) if privacy else name
+
 
 WHOLE_INPUT = "*"  # the one partition of a source that does not split its input
 
@@ -113,7 +142,7 @@ def register_source(cls: type[Source]) -> type[Source]:
 def _import_builtin_sources() -> None:
     import importlib
 
-    for module in ("pmc", "mimic_cxr", "iu_xray", "ct_rate", "dicom_folder"):
+    for module in ("pmc", "mimic_cxr", "iu_xray", "ct_rate", "dicom_folder", "dicom_series"):
         try:
             importlib.import_module(f"curate.sources.{module}")
         except ModuleNotFoundError as exc:  # a source not (yet) present in this checkout

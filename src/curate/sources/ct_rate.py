@@ -66,6 +66,11 @@ class CtRateOptions(SourceOptions):
     uid_salt: str | None = Field(
         None, description="salt for UID/patient hashes; else $CURATE_UID_SALT"
     )
+    pseudonymise_paths: bool = Field(
+        True,
+        description="replace file and folder names in ids (volume_name, record_id, unit_id) and "
+        "URIs by salted pseudonyms; turn off for CT-RATE itself, whose names are public ids",
+    )
     reject_burned_in_annotation: bool = Field(
         True,
         description="reject DICOM series with a slice whose BurnedInAnnotation is YES (PHI in "
@@ -175,7 +180,8 @@ class CtRateSource(Source):
         for uri in files:
             lower = uri.lower()
             if lower.endswith(NIFTI_SUFFIXES):
-                name = _strip_suffix(posixpath.basename(uri.replace("\\", "/")))
+                raw = _strip_suffix(posixpath.basename(uri.replace("\\", "/")))
+                name = self.public_name(raw, "v-")
                 yield Unit(
                     unit_id=safe_unit_id(f"{self.options.dataset}/{name}"),
                     uri=uri,
@@ -183,15 +189,16 @@ class CtRateSource(Source):
                     meta={
                         "format": "nifti",
                         "volume_name": name,
-                        "report": reports.get(name),
-                        "rescale": _rescale(meta_rows.get(name)),
+                        "report": reports.get(raw),
+                        "rescale": _rescale(meta_rows.get(raw)),
                     },
                 )
             elif lower.endswith(DICOM_SUFFIXES):
                 folder = uri.replace("\\", "/").rsplit("/", 1)[0]
                 series_dirs.setdefault(folder, []).append(uri)
         for folder, members in sorted(series_dirs.items()):
-            name = posixpath.basename(folder)
+            raw = posixpath.basename(folder)
+            name = self.public_name(raw, "v-")
             yield Unit(
                 unit_id=safe_unit_id(f"{self.options.dataset}/{name}"),
                 uri=folder,
@@ -200,7 +207,7 @@ class CtRateSource(Source):
                     "format": "dicom_series",
                     "volume_name": name,
                     "files": sorted(members),
-                    "report": reports.get(name),
+                    "report": reports.get(raw),
                 },
             )
 
@@ -259,7 +266,7 @@ class CtRateSource(Source):
         yield record
 
     def _read_series(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
-        from curate.parse.deid import pseudonym, resolve_salt
+        from curate.parse.deid import option_salt, pseudonym
         from curate.parse.volume import group_by_series, read_series_datasets, volume_from_series
 
         files = [(uri, fs.read_bytes(uri)) for uri in unit.meta["files"]]
@@ -269,7 +276,7 @@ class CtRateSource(Source):
         groups = group_by_series(parsed)
         if not groups:
             return
-        salt = resolve_salt(self.options.uid_salt)
+        salt = option_salt(self.options.uid_salt)
         for index, (_, items) in enumerate(sorted(groups.items())):
             name = (
                 unit.meta["volume_name"]

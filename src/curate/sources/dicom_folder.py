@@ -3,7 +3,8 @@
 One unit and one record per DICOM file (`.dcm`, `.dicom`, `.dcm.gz`). The image is rendered to
 PNG by the de-identifying decoder (`curate.parse.dicom.decode_dicom`); identifiers become
 salted hashes: subject_id = patient pseudonym, study_id = study UID hash, image_id = SOP
-instance UID hash. Reports, when given, come from a CSV with columns `file` (path relative to
+instance UID hash; file names in unit ids and URIs become salted pseudonyms unless
+`pseudonymise_paths` is off (curate.sources.path_privacy). Reports, when given, come from a CSV with columns `file` (path relative to
 the folder) and `report` (full text), parsed into sections and PHI-redacted like the other
 report sources. Without a report row the record keeps an empty report, unless
 `require_report` rejects it (`report_missing`). BurnedInAnnotation YES is rejected
@@ -42,6 +43,11 @@ class DicomFolderOptions(RadiologyOptions):
     frame: int | None = Field(
         None, description="multi-frame objects: frame to render; None = middle"
     )
+    pseudonymise_paths: bool = Field(
+        True,
+        description="replace file and folder names in unit ids and URIs by salted pseudonyms "
+        "(hospital exports name folders after patients)",
+    )
 
 
 @register_source
@@ -67,14 +73,14 @@ class DicomFolderSource(Source):
             rel = uri[len(root) :].lstrip("/\\").replace("\\", "/")
             row = reports.get(rel)
             yield Unit(
-                unit_id=safe_unit_id(f"{self.options.dataset}/{rel}"),
+                unit_id=safe_unit_id(f"{self.options.dataset}/{self.public_name(rel, 'f-')}"),
                 uri=uri,
                 kind=self.kind,
                 meta={"rel": rel, "report": row.get("report") if row else None},
             )
 
     def read(self, unit: Unit) -> Iterator[Record | Rejected | Failed]:
-        from curate.parse.deid import resolve_salt
+        from curate.parse.deid import option_salt
         from curate.parse.dicom import decode_dicom
         from curate.parse.reports import load_lexicon, parse_report
         from curate.schema import load_schema
@@ -84,7 +90,7 @@ class DicomFolderSource(Source):
             fs.read_bytes(unit.uri),
             bit_depth=opts.bit_depth,
             frame=opts.frame,
-            uid_salt=resolve_salt(opts.uid_salt),
+            uid_salt=option_salt(opts.uid_salt),
         )
         meta = decoded.metadata
         record: dict[str, Any] = dict.fromkeys(load_schema(self.schema_ref).field_names)
@@ -93,7 +99,9 @@ class DicomFolderSource(Source):
             or "p-unknown-" + hashlib.sha256(unit.uri.encode()).hexdigest()[:12]
         )
         study = meta.get("study_uid_hash") or "unknown"
-        image_id = meta.get("sop_uid_hash") or posixpath.basename(unit.meta["rel"])
+        image_id = meta.get("sop_uid_hash") or self.public_name(
+            posixpath.basename(unit.meta["rel"]), "f-"
+        )
         spacing = meta.get("pixel_spacing") or meta.get("imager_pixel_spacing")
         record.update(
             record_id=f"{opts.dataset}/{subject}/{study}/{image_id}",

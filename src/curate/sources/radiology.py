@@ -223,11 +223,11 @@ def load_image(uri: str, options: RadiologyOptions) -> dict[str, Any]:
 
     data = read_text_file(uri)
     if is_dicom_path(uri):
-        from curate.parse.deid import resolve_salt
+        from curate.parse.deid import option_salt
         from curate.parse.dicom import decode_dicom
 
         decoded = decode_dicom(
-            data, bit_depth=options.bit_depth, uid_salt=resolve_salt(options.uid_salt)
+            data, bit_depth=options.bit_depth, uid_salt=option_salt(options.uid_salt)
         )
         meta = decoded.metadata
         spacing = meta.get("pixel_spacing") or meta.get("imager_pixel_spacing")
