@@ -288,9 +288,10 @@ def _source_problems(spec: Spec, index: int, at: _Locator) -> list[Problem]:
         return [at.problem(kind_loc, str(exc))]
     except ValidationError as exc:
         return at.validation_problems(exc, prefix=("sources", index, "options"))
-    if cls.schema_ref and cls.schema_ref != spec.schema_:
+    if cls.schema_ref and spec.schema_ not in cls.schemas():
         message = (
-            f"source kind {source.kind} produces {cls.schema_ref}, spec schema is {spec.schema_}"
+            f"source kind {source.kind} produces {' or '.join(cls.schemas())}, spec schema is "
+            f"{spec.schema_}"
         )
         return [at.problem(kind_loc, message)]
     return []

@@ -14,6 +14,7 @@ RELEASED = {
     "report_image.v1": "fd4db611a674c786",
     "volume.v1": "48e195837f86090b",
     "instruction.v1": "dde2db5ed6e36883",
+    "figure_caption.v2": "da0b273752138046",
 }
 
 

@@ -180,3 +180,37 @@ def test_real_oa_file_lists(
     units = list(source.discover())
     assert len(units) == len({r["file"] for r in parsed})
     assert {u.skip_reason for u in units} == {"package_absent"}
+
+
+def test_elife_training_caption_and_figure_doi_by_hand(realdata: Path) -> None:
+    a = parse_one(realdata, "elife/elife-02833-v2.xml")
+    fig = a.figures[0]
+    assert fig.doi == "10.7554/eLife.02833.003"
+    assert fig.caption_full.endswith(
+        "or between 4 hr and 10 hr for PS6) were harvested for analysis. "
+        "DOI: http://dx.doi.org/10.7554/eLife.02833.003"
+    )
+    assert fig.caption == fig.caption_full.removesuffix(
+        " DOI: http://dx.doi.org/10.7554/eLife.02833.003"
+    )
+    assert fig.caption.startswith("Marking single parasegments. (A) Drivers for the Gal4")
+
+
+def test_captions_and_mentions_policy_over_every_real_article(realdata: Path) -> None:
+    differ = 0
+    for path in jats_files(realdata):
+        data = path.read_bytes()
+        root = etree.fromstring(data, SAFE)
+        # Independent of the parser: every caption/title text, whitespace-normalised.
+        not_body = [
+            " ".join("".join(el.itertext()).split())
+            for el in root.iter("caption", "title", "table-wrap")
+        ]
+        for article in parse_jats_articles(data):
+            for fig in article.figures:
+                assert "dx.doi.org" not in fig.caption, (path.name, fig.figure_id)
+                assert fig.caption_full.startswith(fig.caption[:40]), (path.name, fig.figure_id)
+                differ += fig.caption != fig.caption_full
+                for mention in fig.mentions:
+                    assert not any(mention in text for text in not_body), (path.name, mention)
+    assert differ == 220  # eLife figures with a DOI paragraph or nested source data

@@ -333,3 +333,43 @@ def test_cloud_flat_metadata_and_malformed_metadata(demo: dict, tmp_path: Path) 
     (root / "PMC9000007.1" / "PMC9000007.1.json").write_text("{not json")
     with pytest.raises(MalformedMetadata):
         _read_pmcid(root, "PMC9000007.1")
+
+
+def _oai_wrapped(xml: bytes) -> bytes:
+    """The article as a PMC OAI-PMH GetRecord response delivers it: JATS-namespaced, enveloped."""
+    start = xml.index(b"<article")
+    article = xml[start:].replace(
+        b"<article", b'<article xmlns="https://jats.nlm.nih.gov/ns/archiving/1.3/"', 1
+    )
+    return (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/"><GetRecord><record><header>'
+        b"<identifier>oai:pubmedcentral.nih.gov:9200001</identifier></header><metadata>"
+        + article
+        + b"</metadata></record></GetRecord></OAI-PMH>"
+    )
+
+
+def test_folder_reads_an_oai_enveloped_namespaced_article(demo: dict, tmp_path: Path) -> None:
+    folder = Path(demo["layouts"]["folder"]["path"])
+    for name in ("plain", "oai"):
+        (tmp_path / name).mkdir()
+        for path in folder.iterdir():
+            if path.is_file():
+                data = path.read_bytes()
+                if name == "oai" and path.suffix == ".nxml":
+                    data = _oai_wrapped(data)
+                (tmp_path / name / path.name).write_bytes(data)
+
+    def outcomes(name: str) -> tuple[list[dict], list[tuple]]:
+        got = run_layout(str(tmp_path / name))
+        assert not got["unit_errors"] and not got["rejected"]
+        drop = ("unit_id", "source_uri", "image_uri")
+        kept = [{k: v for k, v in r.items() if k not in drop} for r in got["records"]]
+        return kept, [(f.record_id, f.reason) for f in got["failed"]]
+
+    plain = outcomes("plain")
+    # The demo plants one unreadable image in this article: one record, one dead letter.
+    assert len(plain[0]) == 1 and plain[0][0]["image"] and plain[0][0]["inline_mentions"]
+    assert plain[1] == [("PMC9200001/f1-F2/0", "unreadable_image")]
+    assert outcomes("oai") == plain

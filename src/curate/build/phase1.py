@@ -106,7 +106,9 @@ class TaskRunner:
         for source_spec in self.spec.sources:
             cls = get_source_class(source_spec.kind)
             self.sources[source_spec.label] = cls(
-                self.source_paths[source_spec.label], source_spec.options
+                self.source_paths[source_spec.label],
+                source_spec.options,
+                schema_ref=self.spec.schema_ if cls.schema_ref else None,
             )
             self.group_fields[source_spec.label] = self.spec.split.group_by or cls.group_field
         self.stages = phase1_stages(self.spec)

@@ -2,18 +2,18 @@
 
 Pure and loud: `parse_jats_articles(data)` takes bytes and returns parsed articles or raises a
 named `InputError`. One lxml parse per document, entity resolution, DTD loading and network
-off, `huge_tree` off. Decisions (each fixes a pubmed_parser failure mode):
+off, `huge_tree` off; a DOCTYPE declaring entities is refused before lxml sees it.
+Decisions (each fixes a pubmed_parser failure mode):
 
+* any wrapper and namespace: a bare `<article>`, article sets, OAI-PMH `GetRecord` /
+  `ListRecords` responses, JATS/NLM-namespaced articles (`jats_root`);
 * graphic hrefs come from the namespaced `xlink:href` attribute, never the first attribute;
-* a figure without a caption gets `caption == ""`, never the previous figure's caption;
-* captions keep the text of nested markup (italic, sub/sup, xref, lists, several <p>), with a
-  space between block elements (title, p, list-item) and whitespace normalised;
-* graphics inside `<alternatives>` are alternatives of *one* image: they form one graphic slot
-  whose first href is the primary one (the others are fallbacks for image matching);
-  several graphic slots in one `<fig>` give one record each (`graphic_index`/`graphic_count`);
-* figures inside `<fig-group>` carry the group id and group caption;
-* inline mentions are the body sentences holding an `<xref>` whose `rid` list names the figure
-  (or its fig-group), split with an abbreviation-aware splitter ("Fig. 2", "et al.", "e.g.").
+* a training caption and the full caption, a figure without a caption gets `""`, never the
+  previous figure's caption; graphics inside `<alternatives>` form one slot; figures inside
+  `<fig-group>` carry the group id and caption (`jats_figures`);
+* captions keep the text of nested markup, block elements space-separated (`jats_text`);
+* inline mentions are body sentences only, never captions, tables or titles
+  (`jats_mentions`).
 
 Encoding policy: bytes that are not valid in the declared encoding are not repaired
 (`recover=False`); an XML that declares (or defaults to) UTF-8 and is not UTF-8 raises
@@ -22,53 +22,44 @@ Encoding policy: bytes that are not valid in the declared encoding are not repai
 
 from __future__ import annotations
 
-import bisect
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
 from curate.errors import EmptyInput, HostileXML, MalformedXML, NotJATS, NotUTF8
+from curate.parse.jats_figures import XLINK_HREF, ParsedFigure, parse_figures
+from curate.parse.jats_mentions import attach_mentions
+from curate.parse.jats_root import ARTICLE_SET_ROOTS, OAI_PMH, article_elements
+from curate.parse.jats_text import (
+    flatten_text,
+    normalise_space,
+    sentence_spans,
+    split_sentences,
+)
 from curate.parse.licenses import License, load_license_policy, normalise_license
 
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
-ALI_LICENSE_REF = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
-ARTICLE_SET_ROOTS = frozenset({"pmc-articleset", "articles", "article-set"})
+__all__ = [
+    "ARTICLE_SET_ROOTS",
+    "OAI_PMH",
+    "XLINK_HREF",
+    "ParsedArticle",
+    "ParsedFigure",
+    "apply_metadata_fallbacks",
+    "article_elements",
+    "figure_records",
+    "flatten_text",
+    "normalise_space",
+    "parse_jats",
+    "parse_jats_articles",
+    "parse_xml",
+    "sentence_spans",
+    "split_sentences",
+]
 
-# Elements whose text is a separate block: a space goes around them when flattening.
-_BLOCK = frozenset(
-    {
-        "p",
-        "title",
-        "label",
-        "list",
-        "list-item",
-        "def-list",
-        "def-item",
-        "term",
-        "def",
-        "disp-quote",
-        "disp-formula",
-        "sec",
-        "caption",
-        "table",
-        "tr",
-        "td",
-        "th",
-        "break",
-        "statement",
-        "attrib",
-        "fn",
-    }
-)
-# Elements that carry no readable text for a caption or sentence.
-_SKIP = frozenset({"object-id", "tex-math", "graphic", "inline-graphic", "media"})
-# Where a citing sentence can live (nearest ancestor wins).
-_SENTENCE_HOSTS = frozenset({"p", "title", "td", "th", "list-item", "def", "disp-quote"})
-# Citations inside these are not body sentences about the figure.
-_NOT_BODY = frozenset({"caption", "fig", "fig-group", "ref-list", "ref", "table-wrap-foot"})
+ALI_LICENSE_REF = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 
 _PUB_DATE_PRIORITY = ("epub", "ppub", "collection")
 
@@ -89,20 +80,6 @@ def _parser() -> etree.XMLParser:
         )
         _local.parser = parser
     return parser
-
-
-@dataclass
-class ParsedFigure:
-    figure_id: str | None
-    label: str | None
-    title: str | None
-    caption: str
-    fig_group_id: str | None
-    fig_group_caption: str | None
-    # One slot per image; a slot holds the hrefs of <alternatives> of that image (primary first).
-    graphics: list[tuple[str, ...]]
-    mentions: list[str] = field(default_factory=list)
-    position: int = 0  # document order among the article's figures
 
 
 @dataclass
@@ -175,155 +152,6 @@ def parse_xml(data: bytes) -> etree._Element:
     if dtd is not None and any(True for _ in dtd.iterentities()):
         raise HostileXML("DOCTYPE declares entities")
     return root
-
-
-# ---------------------------------------------------------------------------------------------
-# Text flattening
-
-
-_SPECIAL = tuple(_BLOCK | _SKIP | {"alternatives"})
-_MARK = "\ue000"  # private-use character: marks where a cited xref starts in flattened text
-
-
-def _flatten_into(el: Any, out: list[str]) -> None:
-    tag = el.tag
-    if isinstance(tag, str):
-        local = tag.rpartition("}")[2] if tag[0] == "{" else tag
-        if local not in _SKIP:
-            block = local in _BLOCK
-            if block:
-                out.append(" ")
-            if next(el.iterdescendants(*_SPECIAL), None) is None:
-                # Fast path: nothing below needs spacing or skipping, so libxml2 can
-                # concatenate the text in C (most <p>, <title>, <label>).
-                out.append(etree.tostring(el, method="text", encoding="unicode", with_tail=False))
-            else:
-                if el.text:
-                    out.append(el.text)
-                # <alternatives> repeat one content (e.g. MathML and TeX): keep the first only.
-                for child in el[:1] if local == "alternatives" else el:
-                    _flatten_into(child, out)
-            if block:
-                out.append(" ")
-    if el.tail:
-        out.append(el.tail)
-
-
-def normalise_space(text: str) -> str:
-    return " ".join(text.split())
-
-
-def flatten_text(el: Any) -> str:
-    """All readable text of an element (not its tail), block elements space-separated."""
-    if el is None:
-        return ""
-    out: list[str] = []
-    tail = el.tail
-    el.tail = None
-    try:
-        _flatten_into(el, out)
-    finally:
-        el.tail = tail
-    return normalise_space("".join(out))
-
-
-# ---------------------------------------------------------------------------------------------
-# Sentences
-
-_ABBREVIATIONS = frozenset(
-    {
-        "fig.",
-        "figs.",
-        "al.",
-        "e.g.",
-        "i.e.",
-        "cf.",
-        "vs.",
-        "approx.",
-        "ca.",
-        "eq.",
-        "eqs.",
-        "ref.",
-        "refs.",
-        "no.",
-        "nos.",
-        "dr.",
-        "mr.",
-        "mrs.",
-        "ms.",
-        "prof.",
-        "st.",
-        "suppl.",
-        "tab.",
-        "resp.",
-        "sp.",
-        "spp.",
-        "var.",
-        "inc.",
-        "ltd.",
-        "co.",
-        "vol.",
-        "pp.",
-        "p.",
-        "ed.",
-        "eds.",
-        "sect.",
-        "sec.",
-        "ch.",
-        "viz.",
-        "etc.)",
-        "a.k.a.",
-        "incl.",
-        "max.",
-        "min.",
-        "dept.",
-        "univ.",
-        "jr.",
-        "sr.",
-        "subsp.",
-        "ssp.",
-        "cv.",
-        "n.s.",
-        "s.d.",
-        "i.v.",
-        "i.p.",
-        "s.c.",
-        "p.o.",
-        "b.i.d.",
-        "t.i.d.",
-    }
-)
-# A candidate boundary: terminal punctuation, optional closers, whitespace, then a capital,
-# digit or opening bracket/quote.
-_BOUNDARY = re.compile(r"[.!?][)\]\"'\u201d\u2019]*\s+(?=[(\[\"\u201c\u2018]?[A-Z0-9])")
-_INITIAL = re.compile(r"^\(?[A-Z]\.$")
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) offsets of sentences in `text`, abbreviation-aware."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for m in _BOUNDARY.finditer(text):
-        stop = m.start() + 1
-        word_start = text.rfind(" ", start, stop)
-        token = text[(word_start + 1 if word_start >= 0 else start) : stop].lstrip('(["\u201c')
-        low = token.lower()
-        if (
-            low in _ABBREVIATIONS
-            or _INITIAL.match(token)
-            or low.endswith("e.g.")
-            or low.endswith("i.e.")
-        ):
-            continue
-        spans.append((start, m.end()))
-        start = m.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return spans
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s for a, b in sentence_spans(text) if (s := normalise_space(text[a:b]))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,149 +235,18 @@ def _license(meta: Any) -> tuple[License | None, bool, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def _graphic_slots(container: Any, slots: list[tuple[str, ...]]) -> None:
-    for child in container:
-        tag = child.tag
-        if not isinstance(tag, str) or tag in ("caption", "label", "fig"):
-            continue
-        if tag == "graphic":
-            href = child.get(XLINK_HREF) or child.get("href")
-            slots.append((href.strip(),) if href else ("",))
-        elif tag == "alternatives":
-            hrefs = tuple(
-                h.strip()
-                for g in child.iter("graphic")
-                if (h := g.get(XLINK_HREF) or g.get("href"))
-            )
-            if hrefs:
-                slots.append(hrefs)
-        else:
-            _graphic_slots(child, slots)
-
-
-def _enclosing_group(fig: Any) -> Any:
-    for anc in fig.iterancestors():
-        tag = anc.tag
-        if tag == "fig-group":
-            return anc
-        if tag in ("sec", "body", "back", "article", "floats-group", "sub-article", "app"):
-            return None
-    return None
-
-
-def _figures(article: Any) -> tuple[list[ParsedFigure], dict[str, list[int]]]:
-    figures: list[ParsedFigure] = []
-    targets: dict[str, list[int]] = {}  # id (fig or fig-group) -> indexes of figures it names
-    group_captions: dict[Any, str | None] = {}
-    for position, fig in enumerate(article.iter("fig")):
-        caption_el = fig.find("caption")
-        title_el = caption_el.find("title") if caption_el is not None else None
-        group = _enclosing_group(fig)
-        group_id = group_caption = None
-        if group is not None:
-            group_id = group.get("id")
-            if group not in group_captions:
-                group_captions[group] = flatten_text(group.find("caption")) or None
-            group_caption = group_captions[group]
-        slots: list[tuple[str, ...]] = []
-        _graphic_slots(fig, slots)
-        figure = ParsedFigure(
-            figure_id=fig.get("id"),
-            label=flatten_text(fig.find("label")) or None,
-            title=flatten_text(title_el) or None,
-            caption=flatten_text(caption_el),
-            fig_group_id=group_id,
-            fig_group_caption=group_caption,
-            graphics=slots,
-            position=position,
-        )
-        figures.append(figure)
-        if figure.figure_id:
-            targets.setdefault(figure.figure_id, []).append(position)
-        if group_id:
-            targets.setdefault(group_id, []).append(position)
-    return figures, targets
-
-
-def _host(xref: Any) -> Any:
-    for anc in xref.iterancestors():
-        tag = anc.tag
-        if tag in _NOT_BODY:
-            return None
-        if tag in _SENTENCE_HOSTS:
-            return anc
-    return None
-
-
-def _attach_mentions(
-    article: Any, figures: list[ParsedFigure], targets: dict[str, list[int]]
-) -> None:
-    if not targets:
-        return
-    hosts: dict[Any, list[tuple[Any, list[int]]]] = {}
-    for body in article.iter("body"):
-        for xref in body.iter("xref"):
-            kind = xref.get("ref-type")
-            if kind and kind != "fig":  # bibr, table, sec, ...: cheap early exit
-                continue
-            rid = xref.get("rid")
-            if not rid:
-                continue
-            named = [i for r in rid.split() for i in targets.get(r, ())]
-            if not named:
-                continue
-            host = _host(xref)
-            if host is not None:
-                hosts.setdefault(host, []).append((xref, named))
-    seen: list[set[str]] = [set() for _ in figures]
-    for host, cites in hosts.items():
-        originals = [xref.text for xref, _ in cites]
-        for xref, _ in cites:
-            xref.text = _MARK + (xref.text or "")
-        out: list[str] = []
-        tail = host.tail
-        host.tail = None
-        try:
-            _flatten_into(host, out)
-        finally:
-            host.tail = tail
-            for (xref, _), text in zip(cites, originals, strict=True):
-                xref.text = text
-        marked = "".join(out)
-        offsets: list[int] = []
-        pos = marked.find(_MARK)
-        while pos >= 0:
-            offsets.append(pos - len(offsets))  # offset in the text without marks
-            pos = marked.find(_MARK, pos + 1)
-        text = marked.replace(_MARK, "")
-        spans = sentence_spans(text)
-        if not spans or len(offsets) != len(cites):
-            continue
-        starts = [a for a, _ in spans]
-        for (_, named), offset in zip(cites, offsets, strict=True):
-            a, b = spans[max(0, bisect.bisect_right(starts, offset) - 1)]
-            sentence = normalise_space(text[a:b])
-            if not sentence:
-                continue
-            for index in dict.fromkeys(named):
-                if sentence not in seen[index]:
-                    seen[index].add(sentence)
-                    figures[index].mentions.append(sentence)
-
-
-# ---------------------------------------------------------------------------------------------
 # Public API
 
 SCHEMA_REF = "figure_caption.v1"
+# figure_caption.v1's `caption` is the full caption (its released meaning); from v2 on,
+# `caption` is the training caption and `caption_full` the full one.
+_FULL_CAPTION_ONLY = frozenset({"figure_caption.v1"})
 
 
-def _empty_record() -> dict[str, Any]:
+def _empty_record(schema_ref: str) -> dict[str, Any]:
     from curate.schema import load_schema  # cached; parse stays free of Beam
 
-    return load_schema(SCHEMA_REF).empty_record()
+    return load_schema(schema_ref).empty_record()
 
 
 def _parse_article(article: Any) -> ParsedArticle:
@@ -571,8 +268,8 @@ def _parse_article(article: Any) -> ParsedArticle:
         journal = flatten_text(journal_el) or None
     lic, stated, url = _license(meta)
     policy = load_license_policy()
-    figures, targets = _figures(article)
-    _attach_mentions(article, figures, targets)
+    figures, targets = parse_figures(article)
+    attach_mentions(article, figures, targets)
     return ParsedArticle(
         pmcid=pmcid,
         pmid=pmid,
@@ -589,19 +286,9 @@ def _parse_article(article: Any) -> ParsedArticle:
     )
 
 
-def article_elements(root: Any) -> list[Any]:
-    tag = root.tag if isinstance(root.tag, str) else ""
-    if tag == "article":
-        return [root]
-    if tag in ARTICLE_SET_ROOTS:
-        articles = root.findall("article")
-        if articles:
-            return articles
-    raise NotJATS(f"root element is <{tag or root.tag}>, not <article> (or an article set)")
-
-
 def parse_jats_articles(data: bytes) -> list[ParsedArticle]:
-    """Every article in a JATS document (`<article>` or an eFetch `<pmc-articleset>`)."""
+    """Every article in a JATS document: an `<article>` (any JATS/NLM namespace), an article
+    set (`<pmc-articleset>`, `<articles>`) or an OAI-PMH GetRecord/ListRecords response."""
     return [_parse_article(a) for a in article_elements(parse_xml(data))]
 
 
@@ -645,14 +332,18 @@ def figure_records(
     source_layout: str,
     article_version: int | None = None,
     base: dict[str, Any] | None = None,
+    schema_ref: str = SCHEMA_REF,
 ) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
-    """One figure_caption.v1 record per graphic slot (image fields None), with its hrefs.
+    """One `schema_ref` record per graphic slot (image fields None), with its hrefs.
 
     A figure without any graphic still yields one record (`graphic_count == 0`) so that the
-    source can account for it.
+    source can account for it. figure_caption.v1 records carry the full caption as `caption`;
+    later versions carry the training caption as `caption`, plus `caption_full` and
+    `figure_doi`.
     """
     owner = article.pmcid or article.doi or unit_id
-    common = dict(base) if base is not None else _empty_record()
+    common = dict(base) if base is not None else _empty_record(schema_ref)
+    full_only = schema_ref in _FULL_CAPTION_ONLY
     common.update(
         unit_id=unit_id,
         source_uri=source_uri,
@@ -680,7 +371,7 @@ def figure_records(
                 figure_id=fig.figure_id,
                 figure_label=fig.label,
                 figure_title=fig.title,
-                caption=fig.caption,
+                caption=fig.caption_full if full_only else fig.caption,
                 fig_group_id=fig.fig_group_id,
                 fig_group_caption=fig.fig_group_caption,
                 inline_mentions=list(fig.mentions),
@@ -688,5 +379,7 @@ def figure_records(
                 graphic_index=index,
                 graphic_count=len(fig.graphics),
             )
+            if not full_only:
+                record.update(caption_full=fig.caption_full, figure_doi=fig.doi)
             out.append((record, tuple(h for h in hrefs if h)))
     return out

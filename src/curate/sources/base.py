@@ -59,14 +59,24 @@ class SourceOptions(BaseModel):
 class Source:
     kind: ClassVar[str] = ""
     schema_ref: ClassVar[str] = ""  # record schema the source produces, e.g. figure_caption.v1
+    also_produces: ClassVar[tuple[str, ...]] = ()  # newer versions it can write when asked
     options_model: ClassVar[type[SourceOptions]] = SourceOptions
     group_field: ClassVar[str] = (
         ""  # field that keeps related records in one split (pmcid, subject_id)
     )
 
-    def __init__(self, path: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, options: dict[str, Any] | None = None, *, schema_ref: str | None = None
+    ) -> None:
         self.path = path
         self.options = self.options_model(**(options or {}))
+        self.record_schema = schema_ref or self.schema_ref  # the spec's schema, one we produce
+        if schema_ref and schema_ref not in self.schemas():
+            raise SpecError(f"source kind {self.kind} produces {self.schemas()}, not {schema_ref}")
+
+    @classmethod
+    def schemas(cls) -> tuple[str, ...]:
+        return (cls.schema_ref, *cls.also_produces)
 
     def discover(self) -> Iterator[Unit]:
         """Every unit, settled and sorted by id: the single-process path (tests, small inputs);

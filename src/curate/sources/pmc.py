@@ -285,13 +285,16 @@ def _bool(value: Any) -> bool | None:
 class PMCSource(Source):
     kind = "pmc"
     schema_ref = "figure_caption.v1"
+    also_produces = ("figure_caption.v2",)  # + training caption, caption_full, figure_doi
     options_model = PMCOptions
     group_field = "pmcid"
 
     options: PMCOptions
 
-    def __init__(self, path: str, options: dict[str, Any] | None = None) -> None:
-        super().__init__(path, options)
+    def __init__(
+        self, path: str, options: dict[str, Any] | None = None, *, schema_ref: str | None = None
+    ) -> None:
+        super().__init__(path, options, schema_ref=schema_ref)
         self._dir_cache: dict[str, tuple[str, ...]] = {}  # plain dict: the source must pickle
 
     def _listing(self, directory: str) -> tuple[str, ...]:
@@ -602,6 +605,7 @@ class PMCSource(Source):
                 source_uri=unit.uri,
                 source_layout=layout,
                 article_version=version,
+                schema_ref=self.record_schema,
             ):
                 if record["graphic_count"] == 0:
                     yield Rejected(record, "figure_without_graphic", stage=READ_STAGE)
