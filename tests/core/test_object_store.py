@@ -275,3 +275,23 @@ def test_a_model_folder_on_s3_loads_from_a_local_copy(
         tower.model_id == f"minilm:s3://{BUCKET}/models/minilm"
         and len(list((tmp_path / "models").iterdir())) == 1
     )
+
+
+def test_a_prefix_of_user_objects_is_refused_and_untouched_on_s3(
+    s3_env: dict[str, str], corpus: dict[str, str], tmp_path: Path
+) -> None:
+    """Ownership holds on object stores too: --out (with --fresh) over someone's objects."""
+    client = boto3.client("s3")
+    keys = ["users/thesis.tex", "users/errors/notes.txt", "users/sub/data.csv"]
+    for key in keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"mine")
+    done = _curate(
+        "build", "--spec", corpus["spec"], "--out", f"s3://{BUCKET}/users", "--fresh", env=s3_env
+    )
+    assert done.returncode == 2
+    assert "holds files that no curate build wrote" in done.stderr
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="users/")
+    assert sorted(o["Key"] for o in listed.get("Contents", [])) == sorted(keys)
+    # a source below --out is refused before anything is written or removed
+    inside = _curate("build", "--spec", corpus["spec"], "--out", f"s3://{BUCKET}/pmc", env=s3_env)
+    assert inside.returncode == 2 and "lies inside --out" in inside.stderr
