@@ -2,7 +2,8 @@
 
 Baseline: every image decoded and every caption tokenised up front, batches sliced from
 tensors in memory (the fastest possible feed). Candidate: the trainer's real path —
-`load_shards(shuffle=True)` -> Pillow decode + resize + tokenise in DataLoader workers ->
+`load_training_batches()` (global batches, shuffle buffer) -> Pillow decode + resize/crop +
+tokenise in DataLoader workers ->
 the same CFM step. Both run the same number of steps on the same data in one process; the
 ratio candidate/baseline (samples/s) should be >= 0.8, i.e. the loader is not the bottleneck.
 
@@ -24,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "train"))
 from synthetic_data import write_synthetic_shards  # noqa: E402
 
 from curate.shards.loader import load_shards  # noqa: E402
+from curate.shards.training import load_training_batches  # noqa: E402
 from curate.train.cfm import accumulated_backward, build_cfm  # noqa: E402
 from curate.train.config import load_config  # noqa: E402
 from curate.train.data import (  # noqa: E402
-    MappedRows,
+    MappedBatches,
     PairCollate,
     PairTransform,
     epoch_batches,
@@ -87,9 +89,11 @@ def main() -> None:
                     pick = order[start : start + batch_size]
                     yield {"images": images[pick], "ids": ids[pick], "mask": mask[pick]}
 
-        source = load_shards(out, columns=["image", "caption"], shuffle=True, seed=0)
-        dataset = MappedRows(source, PairTransform(preprocess, ["caption"]))
-        loader = make_loader(dataset, batch_size, PairCollate(tokenizer), args.workers, True)
+        source = load_training_batches(out, batch_size, columns=["image", "caption"], seed=0)
+        dataset = MappedBatches(
+            source, PairTransform(preprocess, ["caption"]), PairCollate(tokenizer)
+        )
+        loader = make_loader(dataset, args.workers, seed=0)
         shard_batches = (b for _, _, b in epoch_batches(dataset, loader, 0, 0))
 
         memory_rates, shard_rates = [], []
@@ -102,7 +106,7 @@ def main() -> None:
         f"{args.workers} decode worker(s)"
     )
     print(f"in-memory tensors      : {memory:8.1f} samples/s")
-    print(f"load_shards + decode   : {shards:8.1f} samples/s")
+    print(f"training batches+decode: {shards:8.1f} samples/s")
     print(f"ratio (shards/memory)  : {shards / memory:.2f}  (target >= 0.80)")
 
 

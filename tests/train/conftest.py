@@ -52,7 +52,7 @@ def trained_cfm(synthetic_out, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_mllm(synthetic_out, trained_cfm, tmp_path_factory) -> Path:
     from curate.train.config import load_config
-    from curate.train.mllm import train_mllm
+    from curate.train.mllm_train import train_mllm
 
     config = load_config("mllm_tiny")
     config.model.vision_checkpoint = str(trained_cfm)

@@ -207,6 +207,7 @@ def test_training_imports_no_pipeline():
         "import sys\n"
         "import curate.train, curate.train.cfm, curate.train.mllm, curate.train.evaluate\n"
         "import curate.train.mllm_eval, curate.train.export, curate.train.cli\n"
+        "import curate.train.mllm_train, curate.train.open_clip_format\n"
         "import curate.train.after_build\n"
         "bad = [m for m in sys.modules if m.split('.')[0] == 'apache_beam' or\n"
         "       m.startswith(('curate.sources', 'curate.parse', 'curate.rules'))]\n"

@@ -148,3 +148,24 @@ def test_spec_train_section_trains_and_evaluates(small_out, capsys):
     assert result["eval"]["split"] == "validation"
     assert (small_out / "train" / "cfm_section" / "checkpoint.pt").is_file()
     assert "image->text" in capsys.readouterr().out
+
+
+def test_an_unusable_row_leaves_its_batch_only(small_out):
+    """A row without image or text drops out of its own batch; later batches keep their rows,
+    so every rank still yields the same number of batches."""
+    from curate.shards.training import load_training_batches
+    from curate.train.data import MappedBatches
+
+    rows = load_training_batches(small_out, 32, columns=["record_id", "image", "caption"])
+    plain = [[r["record_id"] for r in batch] for batch in rows]
+    broken = plain[1][3]
+
+    def transform(row):
+        return None if row["record_id"] == broken or not row["image"] else row["record_id"]
+
+    batches = list(MappedBatches(rows, transform, list))
+    assert len(batches) == len(plain)
+    assert batches[1] == [r for r in plain[1] if r != broken]
+    assert batches[0] == plain[0] and batches[2:] == plain[2:]
+    nothing = list(MappedBatches(rows, lambda row: None, list))
+    assert nothing == [{"empty": True}] * len(plain)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from curate.shards.images import ImageNotFound, ImageResolver, record_shard_files
 from curate.shards.loader import load_shards
+from curate.shards.training import load_training_batches
 from curate.train.config import load_config
 from curate.train.mllm import LMTokenizer, MLLMTransform, stage_loader
 from curate.train.vision import ImagePreprocess
@@ -164,17 +165,17 @@ def chat_loader(out: Path, batch_size: int):
 def test_mllm_chat_stage_loader_yields_each_instructions_own_image(referenced_out: Path) -> None:
     config, dataset, loader, preprocess = chat_loader(referenced_out, batch_size=8)
     assert isinstance(dataset.transform, MLLMTransform)
-    # The same shuffled order, read with the ids the trainer's columns leave out.
-    order = load_shards(
+    # The same training order, read with the ids the trainer's columns leave out.
+    order = load_training_batches(
         referenced_out,
-        split="train",
+        8,
         table="instructions",
         columns=["source_record_id"],
-        shuffle=True,
         seed=config.train.seed,
+        buffer_rows=config.train.shuffle_buffer_rows,
     )
     figures = record_images(referenced_out, "train")
-    expected = [preprocess(figures[r["source_record_id"]]) for r in order]
+    expected = [preprocess(figures[r["source_record_id"]]) for batch in order for r in batch]
     dataset.set_epoch(0)
     batches = list(loader)
     assert len(batches) == 12

@@ -85,3 +85,31 @@ def test_zero_shot_multilabel_scores_each_class_against_its_negation():
     assert result["rows"] == 4
     assert result["per_class"]["effusion"] == {"accuracy": 1.0, "auroc": 1.0, "positives": 2}
     assert result["mean_auroc"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "right"),
+    [
+        ("C. pneumonia", True),
+        ("c.", True),
+        ("C", True),
+        ("(c)", True),
+        ("c) pneumonia", True),
+        ("pneumonia", True),
+        ("b.", False),
+        ("a", False),
+        ("c pneumothorax", False),  # an unmarked letter then words is not option C
+        ("effusion", False),
+    ],
+)
+def test_choice_answers_accept_the_letter_the_text_or_both(prediction, right):
+    from curate.train.metrics import choice_correct
+
+    assert choice_correct(prediction, "C. pneumonia") is right
+
+
+def test_an_article_is_not_read_as_option_a():
+    from curate.train.metrics import choice_correct
+
+    assert not choice_correct("a chest film", "A. pneumonia")
+    assert choice_correct("A.", "A. pneumonia")

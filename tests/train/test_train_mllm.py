@@ -16,9 +16,9 @@ from curate.train.mllm import (
     generation_prompt,
     tokenize_chat,
     tokenize_plain,
-    train_mllm,
 )
 from curate.train.mllm_eval import evaluate_mllm, summary_lines
+from curate.train.mllm_train import train_mllm
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ Imports neither Beam nor the sources, parsers or rules: a training machine needs
 torch and this module only. Work is divided in (file, row group) pieces across distributed
 ranks and DataLoader workers; the order is a deterministic function of (seed, epoch).
 
+Trainers read through `curate.shards.training.load_training_batches()` instead: global batches
+with equal rows per rank, a shuffle buffer across row groups and files, and resume by index.
+
 Instruction shards reference their image by `image_sha256` (no bytes, by default);
 `load_shards(..., table="instructions", attach_images=True)` joins the bytes back from the
 record shards of the same split (see `curate.shards.images`).
@@ -12,6 +15,7 @@ record shards of the same split (see `curate.shards.images`).
 from __future__ import annotations
 
 import json
+import posixpath
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,7 +99,7 @@ class ShardDataset(IterableDataset):
         self.epoch = epoch
 
     def _ordered_pieces(self) -> list[Piece]:
-        pieces = list(self.pieces)
+        pieces = sorted(self.pieces, key=lambda p: (posixpath.basename(p.path), p.row_group))
         if self.shuffle:
             random.Random(f"{self.seed}:{self.epoch}").shuffle(pieces)
         return pieces
@@ -146,7 +150,9 @@ class ShardDataset(IterableDataset):
             columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
             if self.shuffle:
                 order = list(range(table.num_rows))
-                random.Random(f"{self.seed}:{self.epoch}:{piece.path}:{piece.row_group}").shuffle(
+                # The file's basename, not its path: `out` and `/abs/out` give one order.
+                file_name = posixpath.basename(str(piece.path).replace("\\", "/"))
+                random.Random(f"{self.seed}:{self.epoch}:{file_name}:{piece.row_group}").shuffle(
                     order
                 )
                 for row in order:

@@ -1,11 +1,13 @@
 """CFM training loop: symmetric InfoNCE (+ optional local loss), AdamW, warmup + cosine,
-bf16 autocast on GPU, gradient accumulation that keeps every negative, atomic checkpoints and
-exact resume. Reads data only through `load_shards()`."""
+bf16 (or fp16 + GradScaler) autocast on GPU, gradient accumulation that keeps every negative,
+DDP over torchrun ranks, atomic checkpoints and exact resume (per-rank RNG and data position).
+Reads data only through the shard readers (`curate.shards`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from curate.errors import InputError
-from curate.shards.loader import load_shards
+from curate.shards.training import load_training_batches
 from curate.train import checkpoint as ckpt
 from curate.train.config import CFMConfig
 from curate.train.data import (
-    MappedRows,
+    MappedBatches,
     PairCollate,
     PairTransform,
     epoch_batches,
@@ -27,14 +29,17 @@ from curate.train.data import (
     sample_texts,
     shard_columns,
 )
-from curate.train.losses import clip_loss, local_loss
+from curate.train.losses import clip_loss, local_loss, scale_grad
 from curate.train.model import CFM
 from curate.train.optim import build_optimizer, warmup_cosine
 from curate.train.runtime import (
-    JsonlLog,
-    autocast,
+    Precision,
+    RunLog,
+    any_rank,
+    gather_objects,
     maybe_init_distributed,
     prepare_run,
+    rank_device,
 )
 from curate.train.text import build_text_side
 from curate.train.vision import ImagePreprocess
@@ -66,17 +71,21 @@ def accumulated_backward(
     model: nn.Module,
     micro_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     amp: contextlib.AbstractContextManager | None = None,
+    backward: Callable[[torch.Tensor], None] | None = None,
 ) -> float:
     """Backward of the full-batch contrastive loss, micro-batch by micro-batch.
 
     open_clip's recipe: embed every micro-batch without gradients, then re-forward each one
     with gradients and put its fresh features in place of its cached ones, so each backward
-    sees all negatives. Gradients summed over micro-batches equal the full-batch gradient. The
-    temperature enters through the first micro-batch only (otherwise its gradient would count
-    once per micro-batch). The local loss is computed within each micro-batch and averaged.
-    Returns the loss value.
+    sees all negatives. Gradients summed over micro-batches equal the full-batch gradient. Each
+    micro-batch's loss has the full-batch value, so the temperature's gradient would count once
+    per micro-batch: it enters every micro-batch with its gradient scaled by 1/count (so under
+    DDP every parameter gets a gradient in every backward, and the sum is exact). The local
+    loss is computed within each micro-batch and averaged. `backward` replaces
+    `loss.backward()` (a GradScaler's scaling). Returns the loss value.
     """
     amp = amp or contextlib.nullcontext()
+    backward = backward or (lambda loss: loss.backward())
     core: Any = model.module if isinstance(model, DistributedDataParallel) else model
     with_local = core.config.local_loss.enabled
     if len(micro_batches) == 1:
@@ -85,7 +94,7 @@ def accumulated_backward(
             loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
             if with_local:
                 loss = loss + _local_term(core, out)
-        loss.backward()
+        backward(loss)
         return float(loss.detach())
 
     cached_images, cached_texts = [], []
@@ -110,7 +119,7 @@ def accumulated_backward(
                 texts = torch.cat(
                     cached_texts[:index] + [out["text_features"]] + cached_texts[index + 1 :]
                 )
-                scale = out["logit_scale"] if index == 0 else out["logit_scale"].detach()
+                scale = scale_grad(out["logit_scale"], 1.0 / count)
                 loss = clip_loss(images, texts, scale)
                 if index == 0:
                     total = float(loss.detach())
@@ -118,17 +127,40 @@ def accumulated_backward(
                     local = _local_term(core, out) / count
                     total += float(local.detach())
                     loss = loss + local
-            loss.backward()
+            backward(loss)
     return total
 
 
-def split_micro(batch: dict[str, Any], accum_steps: int, device: torch.device):
-    images, ids, mask = (batch[k].to(device, non_blocking=True) for k in ("images", "ids", "mask"))
-    if images.shape[0] % accum_steps:
-        raise InputError(
-            f"batch of {images.shape[0]} does not split into {accum_steps} equal micro-batches"
+def _from_open_clip(config: CFMConfig, data_dir: str | Path, text_columns: list[str]):
+    """A new CFM initialised from an open_clip folder: the image tower always, the text tower
+    and its tokenizer when the folder was exported by curate (see open_clip_format)."""
+    from curate.train.open_clip_format import TOKENIZER_FILE, import_open_clip
+
+    source = Path(str(config.model.init_open_clip))
+    tokenizer_file = source / TOKENIZER_FILE if source.is_dir() else None
+    if tokenizer_file is not None and tokenizer_file.is_file():
+        model, tokenizer, preprocess = build_cfm(config, tokenizer_str=tokenizer_file.read_text())
+    else:
+        texts = sample_texts(
+            data_dir, config.train.train_split, text_columns, config.model.text.tokenizer_sample
         )
-    return list(zip(images.chunk(accum_steps), ids.chunk(accum_steps), mask.chunk(accum_steps)))
+        model, tokenizer, preprocess = build_cfm(config, texts=texts)
+    report = import_open_clip(model, source)
+    log.info(
+        "initialised %d tensors from %s (text tower: %s)",
+        len(report["loaded"]),
+        source,
+        report["text"],
+    )
+    return model, tokenizer, preprocess
+
+
+def split_micro(batch: dict[str, Any], accum_steps: int, device: torch.device):
+    """`accum_steps` micro-batches (as equal as the rows allow: a batch that lost unusable
+    rows splits unevenly, which the accumulated loss does not mind)."""
+    images, ids, mask = (batch[k].to(device, non_blocking=True) for k in ("images", "ids", "mask"))
+    parts = accum_steps  # the same on every rank: each micro-batch gathers across ranks
+    return list(zip(images.tensor_split(parts), ids.tensor_split(parts), mask.tensor_split(parts)))
 
 
 def train_cfm(
@@ -141,15 +173,23 @@ def train_cfm(
 ) -> dict[str, Any]:
     """Train (or resume) a CFM; returns {"step", "loss", "checkpoint"}.
 
-    `stop_at` ends this invocation early at that step (as an interruption would) while the
-    schedule still targets `config.train.steps`.
+    Under torchrun (WORLD_SIZE > 1) every rank trains its share of each global batch of
+    `train.batch_size` rows under DDP; rank 0 alone writes the log and the checkpoint, which
+    holds every rank's RNG state and data position. `stop_at` ends this invocation early at
+    that step (as an interruption would) while the schedule still targets `config.train.steps`.
     """
     prepared, run_dir, checkpoint_path, device, state = prepare_run(
         config, CFMConfig, run_dir, resume
     )
     config = prepared  # narrows the declared union for the code below
     tc = config.train
+    device = rank_device(device)
     rank, world = maybe_init_distributed(device)
+    if tc.batch_size % (world * tc.accum_steps):
+        raise InputError(
+            f"batch_size {tc.batch_size} must split into {world} ranks x {tc.accum_steps} "
+            "micro-batches"
+        )
     if resume and state is None:
         log.info("no checkpoint in %s; starting from scratch", run_dir)
 
@@ -157,45 +197,59 @@ def train_cfm(
         shard_columns(data_dir, tc.train_split), [tc.text_column, *tc.fallback_text_columns]
     )
     ckpt.seed_everything(tc.seed)
-    if state is None:
+    if state is None and config.model.init_open_clip:
+        model, tokenizer, preprocess = _from_open_clip(config, data_dir, text_columns)
+    elif state is None:
         texts = sample_texts(
             data_dir, tc.train_split, text_columns, config.model.text.tokenizer_sample
         )
         model, tokenizer, preprocess = build_cfm(config, texts=texts)
     else:
         model, tokenizer, preprocess = build_cfm(config, tokenizer_str=state["tokenizer"])
+    train_preprocess = ImagePreprocess.from_config(config.model.vision, train=True)
     model.to(device)
     optimizer = build_optimizer(list(model.named_parameters()), tc)
     scheduler = warmup_cosine(optimizer, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
+    precision = Precision(device, tc.precision)
+    ckpt.seed_rank(tc.seed, rank, world)  # distinct dropout per rank, same init everywhere
     step, epoch, batch_in_epoch = 0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        precision.load_state_dict(state.get("grad_scaler"))
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        ckpt.set_rng_state(state["rng"])
+        ckpt.restore_rank_rng(state, rank, world)
     train_model: nn.Module = model
     if world > 1:
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    source = load_shards(
+    rows = load_training_batches(
         data_dir,
+        tc.batch_size,
         split=tc.train_split,
         columns=["image", *text_columns],
-        shuffle=True,
         seed=tc.seed,
         rank=rank,
         world_size=world,
+        buffer_rows=tc.shuffle_buffer_rows,
     )
-    dataset = MappedRows(source, PairTransform(preprocess, text_columns))
-    loader = make_loader(dataset, tc.batch_size, PairCollate(tokenizer), tc.num_workers, True)
-    metrics = JsonlLog(run_dir / "train_log.jsonl", echo=rank == 0)
-    amp = autocast(device, tc.precision)
+    dataset = MappedBatches(
+        rows, PairTransform(train_preprocess, text_columns), PairCollate(tokenizer)
+    )
+    loader = make_loader(dataset, tc.num_workers, tc.seed)
+    metrics = RunLog(run_dir, tc.tensorboard) if rank == 0 else None
     tokenizer_str = tokenizer.to_str() if hasattr(tokenizer, "to_str") else None
 
-    def save() -> Path:
+    def save() -> Path | None:
+        # Collective: every rank hands over its RNG state and data position, rank 0 writes.
+        per_rank = gather_objects(
+            {"rng": ckpt.rng_state(), "rows_in_epoch": rows.rows_before(batch_in_epoch)}, world
+        )
+        if rank != 0:
+            return None
         payload = {
             "kind": "cfm",
             "config": config.model_dump(mode="json"),
@@ -203,10 +257,14 @@ def train_cfm(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "grad_scaler": precision.state_dict(),
             "step": step,
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
-            "rng": ckpt.rng_state(),
+            "world_size": world,
+            "rows_in_epoch_per_rank": [r["rows_in_epoch"] for r in per_rank],
+            "rng": per_rank[0]["rng"],
+            "rng_per_rank": [r["rng"] for r in per_rank],
         }
         return ckpt.save_atomic(payload, checkpoint_path)
 
@@ -214,19 +272,23 @@ def train_cfm(
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     model.train()
     batches = epoch_batches(dataset, loader, epoch, batch_in_epoch)
+    saved_at = -1
     while step < end:
         epoch, index, batch = next(batches)
+        batch_in_epoch = index + 1
+        if any_rank(bool(batch.get("empty")), world):
+            log.warning("epoch %d batch %d: no usable row on some rank; skipped", epoch, index)
+            continue
         micro = split_micro(batch, tc.accum_steps, device)
-        last_loss = accumulated_backward(train_model, micro, amp)
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
+        last_loss = accumulated_backward(
+            train_model, micro, precision.autocast(), precision.backward
+        )
+        precision.step(optimizer, list(model.parameters()), tc.grad_clip)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         model.clamp_logit_scale()
         step += 1
-        batch_in_epoch = index + 1
-        if step % tc.log_every == 0 or step == end:
+        if metrics is not None and (step % tc.log_every == 0 or step == end):
             metrics.write(
                 {
                     "step": step,
@@ -236,9 +298,13 @@ def train_cfm(
                     "logit_scale": float(model.logit_scale.detach().exp()),
                 }
             )
-        if rank == 0 and (step % tc.checkpoint_every == 0 or step == end):
+        if step % tc.checkpoint_every == 0 or step == end:
             save()
-    if rank == 0 and not checkpoint_path.is_file():
+            saved_at = step
+    if saved_at != step:
         save()
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    if rank == 0:
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    if metrics is not None:
+        metrics.close()
     return {"step": step, "loss": last_loss, "checkpoint": str(checkpoint_path)}

@@ -47,12 +47,16 @@ def _train(args: argparse.Namespace) -> int:
                     update={"vision_checkpoint": args.vision_checkpoint}
                 )
                 config = config.model_copy(update={"model": model})
-            from curate.train.mllm import train_mllm
+            from curate.train.mllm_train import train_mllm
 
             result = train_mllm(config, args.data, args.out, resume=args.resume)
     except (CurateError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}")
         return 2
+    rank = _rank()
+    _end_process_group()
+    if rank != 0:  # under torchrun: rank 0 reports and evaluates
+        return 0
     print(json.dumps(result, sort_keys=True))
     if args.model == "cfm" and args.eval_split:
         return _eval(
@@ -67,6 +71,34 @@ def _train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _open_clip(args: argparse.Namespace) -> int:
+    from curate.train.open_clip_format import export_open_clip
+
+    try:
+        folder = export_open_clip(args.checkpoint, args.out)
+    except (CurateError, FileNotFoundError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"open_clip model folder: {folder}")
+    return 0
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _end_process_group() -> None:
+    """After training under torchrun: wait for every rank, then release the group (the
+    evaluation that follows runs on rank 0 alone)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -127,6 +159,12 @@ def register(subparsers: Any) -> None:
         else:
             p.add_argument("--vision-checkpoint", help="CFM run directory or checkpoint file")
         p.set_defaults(func=_train)
+    convert = subparsers.add_parser(
+        "open-clip", help="write a trained CFM as an open_clip model folder (weights + config)"
+    )
+    convert.add_argument("--checkpoint", required=True, type=Path, help="run dir or checkpoint.pt")
+    convert.add_argument("--out", required=True, type=Path, help="folder to write")
+    convert.set_defaults(func=_open_clip)
     evaluate = subparsers.add_parser("eval", help="evaluate a trained reference model")
     eval_sub = evaluate.add_subparsers(dest="model", required=True)
     for name in ("cfm", "mllm"):

@@ -38,6 +38,12 @@ class VisionConfig(_Strict):
     # why: CLIP-style towers normalise with fixed channel statistics; 0.5 keeps inputs in [-1, 1].
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # open_clip's preprocessing: `shortest` resizes the shorter side to image_size (bicubic)
+    # and centre-crops; `squash` stretches to a square (the old behaviour).
+    resize: Literal["shortest", "squash"] = "shortest"
+    # Training only: RandomResizedCrop area range (open_clip: [0.9, 1.0]); None: no crop.
+    train_crop_scale: tuple[float, float] | None = None
+    train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     module: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     path: str | None = None
@@ -82,6 +88,9 @@ class CFMModelConfig(_Strict):
     init_logit_scale: float = 2.6592600369262695
     max_logit_scale: float = 4.605170249938965
     local_loss: LocalLossConfig = Field(default_factory=LocalLossConfig)
+    # A local open_clip model folder or checkpoint whose image tower (and, when exported by
+    # curate, text tower and tokenizer) initialise a new run (curate.train.open_clip_format).
+    init_open_clip: str | None = None
 
 
 class TrainConfig(_Strict):
@@ -95,7 +104,8 @@ class TrainConfig(_Strict):
     warmup_steps: int = 20
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
-    precision: Literal["fp32", "bf16"] = "bf16"
+    # auto/bf16: bf16 on GPUs that have it, else fp16 + GradScaler; fp32 on CPU always.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
     seed: int = 0
     num_workers: int = 0
@@ -104,6 +114,10 @@ class TrainConfig(_Strict):
     threads: int | None = None
     checkpoint_every: int = 100
     log_every: int = 25
+    # why: rows shuffled together across row groups and files; one window of image bytes is
+    # held per DataLoader worker (see curate.shards.training).
+    shuffle_buffer_rows: int = 4096
+    tensorboard: bool = False
     train_split: str = "train"
     eval_split: str = "validation"
     text_column: str = "caption"

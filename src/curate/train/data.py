@@ -1,6 +1,6 @@
-"""Feeding trainers from `load_shards()`: decode images and tokenise text inside DataLoader
-workers, batch with a fixed size, and walk epochs deterministically so a resumed run can skip
-exactly the batches it has already seen."""
+"""Feeding trainers from the shards (`curate.shards.training`): global batches in a
+deterministic per-epoch order, images decoded and text tokenised inside DataLoader workers, and
+resume that skips the batches already trained on by index."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from curate.errors import InputError
 from curate.shards.loader import load_shards
+from curate.shards.training import SAMPLE_SEED, TrainingRows
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +41,41 @@ def first_text(row: dict[str, Any], columns: list[str]) -> str | None:
     return None
 
 
-class MappedRows(IterableDataset):
-    """Applies `transform(row) -> item | None` to each shard row (None: skip and count)."""
+class MappedBatches(IterableDataset):
+    """Turns each global-batch share of `TrainingRows` into a collated batch:
+    `transform(row) -> item | None` per row (None: unusable, dropped from this batch only, so
+    every rank still yields the same number of batches), then `collate(items)`."""
 
-    def __init__(self, source: Any, transform: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(
+        self,
+        source: TrainingRows,
+        transform: Callable[[dict[str, Any]], Any],
+        collate: Callable[[list[Any]], Any],
+    ) -> None:
         super().__init__()
-        self.source = source
-        self.transform = transform
+        self.source, self.transform, self.collate = source, transform, collate
 
-    def set_epoch(self, epoch: int) -> None:
-        self.source.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.source.set_epoch(epoch, start_batch)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __iter__(self) -> Iterator[Any]:
-        skipped = 0
-        for row in self.source:
-            item = self.transform(row)
-            if item is None:
-                skipped += 1
-                continue
-            yield item
-        if skipped:
-            log.warning("skipped %d rows without usable image or text", skipped)
+        for rows in self.source:
+            items = [item for item in map(self.transform, rows) if item is not None]
+            if len(items) < len(rows):
+                log.warning("batch: %d rows without usable image or text", len(rows) - len(items))
+            if items:
+                yield self.collate(items)
+            else:  # nothing usable: an empty marker keeps the batch count equal on every rank
+                yield {"empty": True}
 
 
 class PairTransform:
     """row -> (image tensor, text), or None when the row has no image or no text."""
 
-    def __init__(self, preprocess: Callable[[bytes], torch.Tensor], text_columns: list[str]):
+    def __init__(self, preprocess: Callable[..., torch.Tensor], text_columns: list[str]):
         self.preprocess = preprocess
         self.text_columns = text_columns
 
@@ -78,7 +84,7 @@ class PairTransform:
         if not row.get("image") or text is None:
             return None
         try:
-            return self.preprocess(row["image"]), text
+            return self.preprocess(row["image"], row.get(SAMPLE_SEED)), text
         except InputError as exc:
             log.warning("row %s: %s", row.get("record_id"), exc)
             return None
@@ -99,41 +105,35 @@ class PairCollate:
         }
 
 
-def make_loader(
-    dataset: IterableDataset,
-    batch_size: int,
-    collate: Callable[[list[Any]], Any],
-    num_workers: int,
-    drop_last: bool,
-) -> DataLoader:
+def make_loader(dataset: MappedBatches, num_workers: int, seed: int) -> DataLoader:
+    """Batches come whole from the dataset (batch_size=None). The DataLoader gets its own
+    generator: otherwise every new iterator draws its base seed from the global torch RNG, and
+    a resumed run (one fewer iterator) would see different dropout."""
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        collate_fn=collate,
+        batch_size=None,
         num_workers=num_workers,
-        drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if num_workers else None,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
     )
 
 
 def epoch_batches(
-    dataset: Any, loader: DataLoader, start_epoch: int, skip_batches: int
+    dataset: MappedBatches, loader: DataLoader, start_epoch: int, start_batch: int
 ) -> Iterator[tuple[int, int, Any]]:
-    """Endless (epoch, batch index, batch); the first epoch skips `skip_batches` batches."""
+    """Endless (epoch, global batch index, batch); the first epoch starts at `start_batch`,
+    skipped by index (nothing before it is read or decoded)."""
+    if len(dataset) == 0:
+        raise InputError("the training split holds fewer rows than one batch; lower batch_size")
     epoch = start_epoch
     while True:
-        dataset.set_epoch(epoch)
-        produced = 0
-        for index, batch in enumerate(loader):
-            produced += 1
-            if epoch == start_epoch and index < skip_batches:
-                continue
-            yield epoch, index, batch
-        if produced == 0:
-            raise InputError("the training split yields no complete batch; lower batch_size")
+        dataset.set_epoch(epoch, start_batch)
+        for offset, batch in enumerate(loader):
+            yield epoch, start_batch + offset, batch
         epoch += 1
-        skip_batches = 0
+        start_batch = 0
 
 
 def sample_texts(

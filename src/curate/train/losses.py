@@ -12,17 +12,45 @@ def distributed_active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by `factor` (the value stays bit-exact)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, factor: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.factor, None
+
+
+def scale_grad(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+    return tensor if factor == 1 else ScaleGrad.apply(tensor, factor)
+
+
 def gather_features(features: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's features. The local slot keeps its autograd graph, so each rank
+    """Concatenate every rank's features (ranks may hold different numbers of rows: a batch
+    loses its unusable rows). The local slot keeps its autograd graph, so each rank
     back-propagates through its own samples while seeing all negatives (open_clip's
-    `gather_with_grad=False` path). Identity when no process group is initialised."""
-    if not distributed_active():
+    `gather_with_grad=False` path). Its gradient is multiplied by the world size: every rank's
+    loss is the whole global-batch loss, DDP averages the ranks' gradients, and the sum of the
+    ranks' local gradients is the full-batch gradient; the temperature, which every rank
+    differentiates fully, is left as is. Identity when no process group is initialised."""
+    if not distributed_active() or dist.get_world_size() == 1:
         return features
     world, rank = dist.get_world_size(), dist.get_rank()
-    gathered = [torch.zeros_like(features) for _ in range(world)]
-    dist.all_gather(gathered, features.detach().contiguous())
-    gathered[rank] = features
-    return torch.cat(gathered, dim=0)
+    size = torch.tensor([features.shape[0]], device=features.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(int(s) for s in sizes))
+    padded = features.detach().new_zeros((longest, *features.shape[1:]))
+    padded[: features.shape[0]] = features.detach()
+    gathered = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded.contiguous())
+    parts = [g[: int(n)] for g, n in zip(gathered, sizes)]
+    parts[rank] = scale_grad(features, float(world))
+    return torch.cat(parts, dim=0)
 
 
 def clip_loss(

@@ -66,6 +66,27 @@ def closed_correct(prediction: str, answer: str) -> bool:
     return bool(target) and words(prediction)[: len(target)] == target
 
 
+_OPTION = re.compile(r"\s*\(?([A-Za-z])[.):]\s*(.*)", re.DOTALL)
+_LETTER_REPLY = re.compile(r"\s*\(?([A-Za-z])(?:[.):](?:\s.*)?|\s*)$", re.DOTALL)
+
+
+def choice_correct(prediction: str, answer: str) -> bool:
+    """A multiple-choice reply is right when it gives the whole option ("C. pneumonia"), its
+    text ("pneumonia") or its letter: alone ("c", "(C)") or marked and followed by anything
+    ("c.", "C) pneumonia"). An unmarked letter followed by words ("a chest film") is a word,
+    not option A."""
+    if closed_correct(prediction, answer):
+        return True
+    option = _OPTION.match(answer or "")
+    if option is None:
+        return False
+    letter, text = option.group(1).lower(), words(option.group(2))
+    if text and words(prediction)[: len(text)] == text:
+        return True
+    reply = _LETTER_REPLY.match(prediction or "")
+    return reply is not None and reply.group(1).lower() == letter
+
+
 def token_recall(prediction: str, answer: str) -> float:
     """LLaVA-Med's open-question recall: share of answer tokens found in the prediction."""
     target = words(answer)

@@ -2,7 +2,7 @@
 `mlp2x_gelu` projector, and a causal LM, with the `<image>` placeholder replaced by the
 projected patch tokens. Stage 1 (`plain`) trains the projector on captions; stage 2 (`chat`)
 trains projector + LM on instruction conversations with the human turns masked from the loss.
-Reads data only through `load_shards()`."""
+Reads data only through the shard readers; the training loop is `curate.train.mllm_train`."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from torch import nn
 
 from curate.errors import InputError, SpecError
 from curate.shards.loader import load_shards
+from curate.shards.training import SAMPLE_SEED, load_training_batches
 from curate.train import checkpoint as ckpt
 from curate.train.config import CFMConfig, MLLMConfig, MLLMStage, VisionConfig
-from curate.train.data import MappedRows, epoch_batches, make_loader, shard_columns
-from curate.train.optim import build_optimizer, warmup_cosine
-from curate.train.runtime import JsonlLog, autocast, prepare_run
+from curate.train.data import MappedBatches, make_loader, shard_columns
 from curate.train.text import tokenizer_from_str, train_wordpiece
 from curate.train.vision import ImagePreprocess, build_vision_tower
 
@@ -491,7 +490,7 @@ class MLLMTransform:
         if not row.get("image"):
             return None
         try:
-            image = self.preprocess(row["image"])
+            image = self.preprocess(row["image"], row.get(SAMPLE_SEED))
             if self.template == "plain":
                 caption = row.get(self.text_column) or ""
                 if not caption.strip():
@@ -540,14 +539,15 @@ def stage_loader(
         raise InputError(
             f"table {stage.table!r} lacks columns {missing} for the {stage.template!r} template"
         )
-    source = load_shards(
+    source = load_training_batches(
         data_dir,
+        tc.batch_size,
         split=tc.train_split,
         columns=columns,
-        shuffle=True,
         seed=tc.seed,
         rank=rank,
         world_size=world,
+        buffer_rows=tc.shuffle_buffer_rows,
         table=stage.table,
         attach_images=references_images(stage.table),
     )
@@ -559,8 +559,8 @@ def stage_loader(
         tc.text_column,
         config.model.lm.max_length,
     )
-    dataset = MappedRows(source, transform)
-    return dataset, make_loader(dataset, tc.batch_size, mllm_collate, tc.num_workers, True)
+    dataset = MappedBatches(source, transform, mllm_collate)
+    return dataset, make_loader(dataset, tc.num_workers, tc.seed)
 
 
 # ---------------------------------------------------------------- training
@@ -574,142 +574,3 @@ def set_trainable(model: MLLM, stage: MLLMStage) -> None:
     elif not hasattr(model.lm, "peft_config"):
         model.lm.requires_grad_(True)
     # with LoRA, peft already left only the adapters trainable
-
-
-def train_mllm(
-    config: MLLMConfig | str | Path,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    stop_at: int | None = None,
-) -> dict[str, Any]:
-    """Run the configured stages in order (or resume inside one). `stop_at` ends this call
-    after that many optimizer steps in total, as an interruption would."""
-    prepared, run_dir, checkpoint_path, device, state = prepare_run(
-        config, MLLMConfig, run_dir, resume
-    )
-    config = prepared  # narrows the declared union for the code below
-    tc = config.train
-    ckpt.seed_everything(tc.seed)
-    model, tokenizer, preprocess, vision_record = build_mllm(config, state, data_dir)
-    model.to(device)
-    metrics = JsonlLog(run_dir / "train_log.jsonl")
-    amp = autocast(device, tc.precision)
-    stage_index = state["stage"] if state else 0
-    stage_step = state["stage_step"] if state else 0
-    total_step = state["step"] if state else 0
-    mismatches = state.get("mismatches", 0) if state else 0
-    lora_applied = bool(state and state.get("lora_applied"))
-    last_loss = float("nan")
-    if state is not None:
-        ckpt.set_rng_state(state["rng"])
-
-    def save(
-        stage_done: bool,
-        index: int,
-        stage_step: int,
-        total_step: int,
-        epoch: int,
-        batch_in_epoch: int,
-        mismatches: int,
-    ) -> None:
-        """A finished stage is saved as the start of the next one (no optimizer state)."""
-        ckpt.save_atomic(
-            {
-                "kind": "mllm",
-                "config": config.model_dump(mode="json"),
-                "tokenizer": tokenizer.__getstate__(),
-                "vision": vision_record,
-                "projector": model.projector.state_dict(),
-                "lm": model.lm.state_dict(),
-                "lora_applied": lora_applied,
-                "optimizer": None if stage_done else optimizer.state_dict(),
-                "scheduler": None if stage_done else scheduler.state_dict(),
-                "stage": index + 1 if stage_done else index,
-                "stage_step": 0 if stage_done else stage_step,
-                "step": total_step,
-                "epoch": 0 if stage_done else epoch,
-                "batch_in_epoch": 0 if stage_done else batch_in_epoch,
-                "mismatches": mismatches,
-                "rng": ckpt.rng_state(),
-            },
-            checkpoint_path,
-        )
-
-    optimizer: Any = None
-    scheduler: Any = None
-    for index in range(stage_index, len(config.stages)):
-        stage = config.stages[index]
-        if stage.train_lm and config.model.lora.enabled and not lora_applied:
-            model.lm = apply_lora(model.lm, config)
-            lora_applied = True
-        set_trainable(model, stage)
-        stage_cfg = tc.model_copy(update={"lr": stage.lr})
-        optimizer = build_optimizer(list(model.named_parameters()), stage_cfg)
-        scheduler = warmup_cosine(
-            optimizer, min(tc.warmup_steps, stage.steps // 10), stage.steps, tc.min_lr_ratio
-        )
-        epoch, batch_in_epoch = 0, 0
-        if state is not None and index == stage_index and state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, batch_in_epoch = state["epoch"], state["batch_in_epoch"]
-        else:
-            stage_step = 0
-        dataset, loader = stage_loader(config, stage, data_dir, tokenizer, preprocess)
-        batches = epoch_batches(dataset, loader, epoch, batch_in_epoch)
-
-        model.train()
-        while stage_step < stage.steps:
-            if stop_at is not None and total_step >= stop_at:
-                save(False, index, stage_step, total_step, epoch, batch_in_epoch, mismatches)
-                return {
-                    "step": total_step,
-                    "loss": last_loss,
-                    "stopped": True,
-                    "checkpoint": str(checkpoint_path),
-                    "mismatches": mismatches,
-                }
-            epoch, batch_index, batch = next(batches)
-            with amp:
-                loss = model(batch["images"].to(device), batch["ids"], batch["labels"])
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], tc.grad_clip
-                )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            stage_step += 1
-            total_step += 1
-            batch_in_epoch = batch_index + 1
-            mismatches += batch["mismatches"]
-            last_loss = float(loss.detach())
-            if stage_step % tc.log_every == 0 or stage_step == stage.steps:
-                metrics.write(
-                    {
-                        "stage": index,
-                        "template": stage.template,
-                        "step": total_step,
-                        "stage_step": stage_step,
-                        "loss": last_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "tokenization_mismatches": mismatches,
-                    }
-                )
-            if stage_step % tc.checkpoint_every == 0 and stage_step < stage.steps:
-                save(False, index, stage_step, total_step, epoch, batch_in_epoch, mismatches)
-        save(True, index, stage_step, total_step, epoch, batch_in_epoch, mismatches)
-        state = None
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    if mismatches:
-        log.warning("%d samples masked for tokenisation mismatches", mismatches)
-    return {
-        "step": total_step,
-        "loss": last_loss,
-        "stopped": False,
-        "checkpoint": str(checkpoint_path),
-        "mismatches": mismatches,
-    }

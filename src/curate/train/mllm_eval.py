@@ -18,6 +18,7 @@ from curate.shards.loader import load_shards
 from curate.train import checkpoint as ckpt
 from curate.train.config import MLLMConfig
 from curate.train.metrics import (
+    choice_correct,
     closed_correct,
     corpus_bleu,
     normalize_text,
@@ -72,7 +73,8 @@ def score(predictions: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("closed", "choice"):
         if by_type.get(kind):
-            hits = [closed_correct(predictions[i], reference_of(rows[i])) for i in by_type[kind]]
+            correct = choice_correct if kind == "choice" else closed_correct
+            hits = [correct(predictions[i], reference_of(rows[i])) for i in by_type[kind]]
             out[f"{kind}_accuracy"] = float(np.mean(hits))
             out[f"{kind}_count"] = len(hits)
     if by_type.get("open"):
@@ -94,9 +96,8 @@ def score(predictions: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
     per_task: dict[str, list[bool]] = defaultdict(list)
     for index, row in enumerate(rows):
         if row.get("answer_type") in ("closed", "choice"):
-            per_task[row.get("task") or ""].append(
-                closed_correct(predictions[index], reference_of(row))
-            )
+            correct = choice_correct if row.get("answer_type") == "choice" else closed_correct
+            per_task[row.get("task") or ""].append(correct(predictions[index], reference_of(row)))
     out["task_accuracy"] = {t: float(np.mean(v)) for t, v in sorted(per_task.items())}
     return out
 

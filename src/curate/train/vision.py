@@ -1,7 +1,8 @@
 """Image side: decoding shard bytes into tensors, and the image towers.
 
 Decoding is Pillow from bytes, converted to RGB (grayscale medical images become three equal
-channels), resized to the config's square size and normalised with the config's mean/std.
+channels), resized and cropped as open_clip does (aspect kept, centre crop; a seeded random
+resized crop in training when configured) and normalised with the config's mean/std.
 """
 
 from __future__ import annotations
@@ -20,18 +21,42 @@ from curate.train.config import VisionConfig
 
 
 class ImagePreprocess:
-    """bytes -> float tensor (3, size, size). Picklable, so DataLoader workers can run it."""
+    """bytes -> float tensor (3, size, size), as open_clip prepares images. Picklable, so
+    DataLoader workers can run it.
 
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    Evaluation (and training without `crop_scale`): `shortest` resizes the shorter side to
+    `size` (bicubic, aspect kept) and centre-crops; `squash` stretches to a square. Training
+    with `crop_scale`: torchvision's RandomResizedCrop (area in `crop_scale`, aspect ratio
+    log-uniform in `crop_ratio`, 10 tries then a centre crop) drawn from a generator seeded by
+    the row's sample seed, so a resumed run crops exactly as the uninterrupted one did.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        resize: str = "shortest",
+        crop_scale: tuple[float, float] | None = None,
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ) -> None:
         self.size = size
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.resize, self.crop_scale, self.crop_ratio = resize, crop_scale, crop_ratio
 
     @classmethod
-    def from_config(cls, config: VisionConfig) -> ImagePreprocess:
-        return cls(config.image_size, config.mean, config.std)
+    def from_config(cls, config: VisionConfig, train: bool = False) -> ImagePreprocess:
+        return cls(
+            config.image_size,
+            config.mean,
+            config.std,
+            resize=config.resize,
+            crop_scale=config.train_crop_scale if train else None,
+            crop_ratio=config.train_crop_ratio,
+        )
 
-    def __call__(self, data: bytes | Image.Image) -> torch.Tensor:
+    def __call__(self, data: bytes | Image.Image, seed: int | None = None) -> torch.Tensor:
         if isinstance(data, Image.Image):
             image = data
         else:
@@ -48,11 +73,55 @@ class ImagePreprocess:
             low, high = float(array.min()), float(array.max())
             array = (array - low) / (high - low) * 255.0 if high > low else array * 0.0
             image = Image.fromarray(array.astype(np.uint8))
-        image = image.convert("RGB")
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        image = self._geometry(image.convert("RGB"), seed)
         array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
         return torch.from_numpy((array - self.mean) / self.std)
+
+    def _geometry(self, image: Image.Image, seed: int | None) -> Image.Image:
+        size = (self.size, self.size)
+        if self.crop_scale is not None and seed is not None:
+            box = random_resized_box(image.size, self.crop_scale, self.crop_ratio, seed)
+            return image.resize(size, Image.Resampling.BICUBIC, box=box)
+        if image.size == size:
+            return image
+        if self.resize == "squash":
+            return image.resize(size, Image.Resampling.BICUBIC)
+        width, height = image.size
+        scale = self.size / min(width, height)
+        resized = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
+        image = image.resize(resized, Image.Resampling.BICUBIC)
+        left = (resized[0] - self.size) // 2
+        top = (resized[1] - self.size) // 2
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+def random_resized_box(
+    image_size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float], seed: int
+) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of torchvision's RandomResizedCrop, from a seeded generator."""
+    width, height = image_size
+    area = width * height
+    rng = np.random.default_rng(seed)
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = float(np.exp(rng.uniform(*log_ratio)))
+        w = int(round(np.sqrt(target * aspect)))
+        h = int(round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            return left, top, left + w, top + h
+    # Fallback: the largest centre crop within the ratio range (as torchvision does).
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
 
 
 class Block(nn.Module):
