@@ -19,19 +19,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $@
 
+# Quiet: each build prints its slow phases, phase-1 progress and a short summary (-v for more).
 demo: setup
-	$(BIN)/curate build --spec demo --out $(DEMO_OUT)/pmc --fresh
-	$(BIN)/curate inspect $(DEMO_OUT)/pmc --rows 2 --columns record_id pmcid figure_label caption license modality split image_width image_height
+	@$(BIN)/curate build --spec demo --out $(DEMO_OUT)/pmc --fresh
+	@$(BIN)/curate inspect $(DEMO_OUT)/pmc --split train --rows 2 --columns record_id caption license modality
 	@if [ -f pipelines/demo_radiology.yaml ]; then \
-	  $(BIN)/curate build --spec demo_radiology --out $(DEMO_OUT)/radiology --fresh && \
-	  $(BIN)/curate inspect $(DEMO_OUT)/radiology --rows 1 --columns record_id subject_id view_position findings impression split; fi
+	  $(BIN)/curate build --spec demo_radiology --out $(DEMO_OUT)/radiology --fresh; fi
 	@if [ -f pipelines/demo_volumes.yaml ]; then \
-	  $(BIN)/curate build --spec demo_volumes --out $(DEMO_OUT)/volumes --fresh && \
-	  $(BIN)/curate inspect $(DEMO_OUT)/volumes --rows 1 --columns record_id volume_name shape spacing orientation split; fi
-	$(BIN)/curate build --spec demo_cohort --out $(DEMO_OUT)/cohort --fresh
-	# A short CFM (CLIP-style) run on the learnable cohort shards, ending with retrieval metrics.
-	$(BIN)/curate train cfm --config cfm_cohort --data $(DEMO_OUT)/cohort --out $(DEMO_OUT)/cfm --eval-split validation
-	@echo "demo shards are in $(DEMO_OUT)/*/shards; manifests in $(DEMO_OUT)/*/manifest.json; CFM run in $(DEMO_OUT)/cfm"
+	  $(BIN)/curate build --spec demo_volumes --out $(DEMO_OUT)/volumes --fresh; fi
+	@$(BIN)/curate build --spec demo_cohort --out $(DEMO_OUT)/cohort --fresh
+	@# A short CFM (CLIP-style) run on the learnable cohort shards, ending with retrieval metrics.
+	@$(BIN)/curate train cfm --config cfm_cohort --data $(DEMO_OUT)/cohort --out $(DEMO_OUT)/cfm --eval-split validation
+	@echo "demo builds in $(DEMO_OUT)/{pmc,radiology,volumes,cohort} (shards/, rejects/, errors/, manifest.json); CFM run in $(DEMO_OUT)/cfm"
+	@echo "data card: $(DEMO_OUT)/pmc/DATA_CARD.html (each build has DATA_CARD.html and DATA_CARD.md)"
 
 test: setup
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
-from pathlib import Path
-from typing import Any
 
 from curate import __version__
+from curate.cli_inspect import register as register_inspect
+from curate.cli_inspect import summarise
 from curate.errors import CurateError, SpecError
 
 PLUGIN_CLIS = (
@@ -20,6 +19,7 @@ PLUGIN_CLIS = (
     "curate.enrich.link.cli",
     "curate.decontaminate.cli",
     "curate.instruct.cli",
+    "curate.export.cli",  # after instruct.cli: adds formats to its `export` command
     "curate.train.cli",
 )
 
@@ -66,7 +66,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from curate.build import build
+    from curate.build.driver import build
+    from curate.extras import check_spec
+    from curate.progress import Progress
     from curate.runners import RunnerChoice
     from curate.spec import load_spec
 
@@ -78,10 +80,11 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args=beam_args,
     )
     runner.check_beam_version()
+    check_spec(loaded.spec, args.out)  # a missing extra: one line naming it, before any work
     out_dir = runner.resolve_paths({"--out": args.out})["--out"]
-    result = build(loaded, out_dir, runner, fresh=args.fresh)
-    summary = summarise(result.manifest)
-    print(summary)
+    progress = Progress(loaded.spec.name)
+    result = build(loaded, out_dir, runner, fresh=args.fresh, progress=progress)
+    print(summarise(result.manifest, out_dir))
     if not result.ok:
         print(f"build FAILED: {result.message}", file=sys.stderr)
         return 1
@@ -92,6 +95,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from curate.build.calibrate import calibrate
     from curate.build.estimate import Assumptions, load_prices
     from curate.build.plan_report import render_text
+    from curate.extras import check_spec
     from curate.runners import RunnerChoice
     from curate.spec import load_spec
 
@@ -99,6 +103,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise SpecError(f"--sample needs at least one unit, not {args.sample}")
     prices = load_prices(args.machines)  # a bad price file fails before the sample build
     loaded = load_spec(args.spec, args.source, args.set)
+    check_spec(loaded.spec)
     runner = RunnerChoice(running_mode=args.running_mode, num_workers=args.workers)
     assume = Assumptions(units=args.assume_units, records_per_unit=args.assume_records_per_unit)
     result = calibrate(loaded, runner, prices, sample=args.sample, assume=assume)
@@ -106,77 +111,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=1, sort_keys=True))
     else:
         print(render_text(result))
-    return 0
-
-
-def summarise(manifest: dict[str, Any]) -> str:
-    lines = [
-        f"spec {manifest['spec']['name']} -> schema {manifest['schema']['name']} v{manifest['schema']['version']}",
-        f"units: {manifest['units']}",
-        f"records: {manifest['records']}",
-        f"splits: {manifest['splits']}",
-        f"tasks: {manifest['tasks']}",
-    ]
-    if manifest.get("instruction_splits"):
-        lines.append(f"instructions: {manifest['instruction_splits']}")
-    if manifest["reject_reasons"]:
-        lines.append(
-            "rejected: " + ", ".join(f"{k}={v}" for k, v in manifest["reject_reasons"].items())
-        )
-    if manifest["error_reasons"]:
-        lines.append(
-            "errors: " + ", ".join(f"{k}={v}" for k, v in manifest["error_reasons"].items())
-        )
-    holds = all(i["holds"] for i in manifest["identities"])
-    lines.append(
-        f"accounting identities: {'all hold' if holds else 'BROKEN'} ({len(manifest['identities'])})"
-    )
-    return "\n".join(lines)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from curate.shards.layout import MANIFEST
-    from curate.shards.loader import load_shards
-
-    out = Path(args.out)
-    manifest = json.loads((out / MANIFEST).read_text())
-    print(summarise(manifest))
-    print(f"shards in {out / 'shards'}")
-    for split in sorted(manifest["splits"]):
-        dataset = load_shards(out, split=split, columns=args.columns)
-        print(f"\n[{split}] {len(dataset)} records; first {args.rows}:")
-        for i, row in enumerate(dataset):
-            if i >= args.rows:
-                break
-            print("  " + json.dumps({k: _short(v) for k, v in row.items()}, ensure_ascii=False))
-        if args.rows == 0:
-            continue
-    return 0
-
-
-def _short(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, str) and len(value) > 160:
-        return value[:157] + "..."
-    if isinstance(value, list) and len(value) > 3:
-        return [_short(v) for v in value[:3]] + [f"... {len(value) - 3} more"]
-    if isinstance(value, list):
-        return [_short(v) for v in value]
-    return value
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    from curate.schema import available_schemas, load_schema
-
-    if not args.name:
-        for ref in available_schemas():
-            schema = load_schema(ref)
-            print(f"{ref}\thash {schema.hash}\t{len(schema.arrow)} fields")
-        return 0
-    schema = load_schema(args.name)
-    print(f"{schema.ref} (hash {schema.hash})")
-    print(schema.arrow.to_string(show_schema_metadata=False))
     return 0
 
 
@@ -259,15 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(func=cmd_plan)
 
-    inspect = sub.add_parser("inspect", help="summarise a build and show a few records")
-    inspect.add_argument("out", help="a build's output directory")
-    inspect.add_argument("--rows", type=int, default=3)
-    inspect.add_argument("--columns", nargs="*", default=None)
-    inspect.set_defaults(func=cmd_inspect)
-
-    schema = sub.add_parser("schema", help="list record schemas or show one")
-    schema.add_argument("name", nargs="?", help="e.g. figure_caption.v1")
-    schema.set_defaults(func=cmd_schema)
+    register_inspect(sub)
 
     for module_name in PLUGIN_CLIS:
         try:
@@ -280,28 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _QuietBeamImport(logging.Filter):
-    # Beam's GCP module warns on import when its optional clients are absent; for local builds
-    # that line is noise in every command's output.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
-
-
 def main(argv: list[str] | None = None) -> int:
-    verbose = bool(argv and ("-v" in argv or "--verbose" in argv)) or (
-        argv is None and ("-v" in sys.argv or "--verbose" in sys.argv)
-    )
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietBeamImport())
-    if not verbose:
-        # Local workers' start-up notices, relayed by the job service, are not the user's concern.
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
-            logging.ERROR
-        )
+    from curate import logs
+
+    words = sys.argv[1:] if argv is None else argv
+    logs.configure(verbose="-v" in words or "--verbose" in words)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_beam_args", False):

@@ -4,6 +4,8 @@ or any other runner (Dataflow, Flink, Spark) by name with its options passed thr
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,33 @@ REMOTE_ONLY_RUNNERS = ("DataflowRunner", "dataflow")
 # The Beam version of the worker image `docker/Dockerfile` builds (and `constraints.txt` pins);
 # a launcher with another version would submit a job its workers cannot run.
 WORKER_BEAM_VERSION = "2.77.0"
+
+
+# Local multi-processing workers start through `curate.beam_worker`, which sets their logging up
+# from CURATE_LOG_LEVEL before Beam's bootstrap logs anything (see curate.logs).
+WORKER_COMMAND = f"{shlex.quote(sys.executable)} -m curate.beam_worker"  # run with shell=True
+
+
+def quiet_fn_api_runner() -> Any:
+    """An FnApiRunner whose subprocess workers run `WORKER_COMMAND` instead of Beam's own
+    `sdk_worker_main` (same harness, logging configured first)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    class QuietFnApiRunner(FnApiRunner):
+        # FnApiRunner.run_pipeline assigns the worker environment just before submitting; a
+        # subprocess one is swapped for the same harness behind curate's logging set-up.
+        @property
+        def _default_environment(self) -> Any:
+            return self.__dict__["_curate_environment"]
+
+        @_default_environment.setter
+        def _default_environment(self, environment: Any) -> None:
+            if isinstance(environment, SubprocessSDKEnvironment):
+                environment = SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND)
+            self.__dict__["_curate_environment"] = environment
+
+    return QuietFnApiRunner()
 
 
 @dataclass
@@ -37,8 +66,6 @@ class RunnerChoice:
     def make(self) -> tuple[Any, PipelineOptions]:
         """(runner object or None, PipelineOptions) for `beam.Pipeline(runner=..., options=...)`."""
         if self.is_local:
-            from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
             mode = self.running_mode
             workers = self.workers()
             if workers == 1 and mode == "multi_processing":
@@ -51,7 +78,7 @@ class RunnerChoice:
                 "--default_sdk_harness_log_level=ERROR",
                 *self.beam_args,
             ]
-            return FnApiRunner(), PipelineOptions(args)
+            return quiet_fn_api_runner(), PipelineOptions(args)
         return None, PipelineOptions([f"--runner={self.runner}", *self.beam_args])
 
     def configure_filesystems(self) -> None:

@@ -124,6 +124,12 @@ class WorkSpec(_Model):
 class Spec(_Model):
     name: str
     description: str = ""
+    intended_uses: list[str] = Field(
+        default_factory=list, description="what the dataset is for (the data card lists them)"
+    )
+    citation: str | None = Field(
+        None, description="how to cite the dataset (BibTeX or text), shown in the data card"
+    )
     schema_: str = Field(alias="schema", description="record schema, e.g. figure_caption.v1")
     sources: list[SourceSpec] = Field(min_length=1)
     rules: list[str] = Field(

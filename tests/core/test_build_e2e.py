@@ -249,7 +249,9 @@ def test_manifest_digests_match_the_files(demo_out: Path) -> None:
 
 def test_data_card_summarises_the_build(demo_out: Path) -> None:
     card = (demo_out / "DATA_CARD.md").read_text()
-    assert card.startswith("# Data card: demo")
+    front_matter, _, body = card.removeprefix("---\n").partition("\n---\n")
+    assert "license:" in front_matter and "size_categories:" in front_matter
+    assert body.lstrip().startswith("# Data card: demo")
     assert "28 candidate records: **12 kept**, 12 rejected with a reason, 4 errors" in card
     assert "| license_not_allowed:noncommercial | 5 |" in card
     assert "| near_duplicate_image | 2 |" in card

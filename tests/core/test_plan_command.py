@@ -305,6 +305,6 @@ def test_a_missing_or_empty_source_is_an_error(
     args = ["plan", "--spec", "demo_cohort", "--source", f"pmc_cohort={path}"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    expected = "does not exist" if where == "missing" else "no pmc input units found"
+    expected = "does not exist" if where == "missing" else "holds no files"
     assert "source pmc_cohort: " in err and expected in err and str(path) in err
     assert made_folders and not any(os.path.exists(f) for f in made_folders)

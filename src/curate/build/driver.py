@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from curate import fs
 from curate.build.manifest import BuildFacts, build_manifest
-from curate.build.salts import deidentification_section, source_salts
 from curate.build.ownership import check_output_folder, state_path
 from curate.build.pipeline import run_build_pipeline
 from curate.build.plan import (
@@ -30,7 +31,9 @@ from curate.build.plan import (
     sample_plan,
     source_paths,
 )
+from curate.build.salts import deidentification_section, source_salts
 from curate.errors import SpecError
+from curate.progress import NoProgress, Progress
 from curate.schema import load_schema
 from curate.shards import layout
 from curate.spec import LoadedSpec
@@ -55,6 +58,7 @@ class Build:
         *,
         fresh: bool = False,
         sample: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
@@ -64,11 +68,14 @@ class Build:
         self.sample = sample  # build only this many units per source (calibration)
         self.schema = load_schema(self.spec.schema_)
         self.phases: list[PhaseClock] = []
+        self.progress = progress or NoProgress()
 
-    def _phase(self, name: str) -> PhaseClock:
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[PhaseClock]:
         clock = PhaseClock(name)
         self.phases.append(clock)
-        return clock
+        with clock, self.progress.phase(name):
+            yield clock
 
     def _work(self, *parts: str) -> str:
         return fs.join(self.out_dir, layout.WORK, *parts)
@@ -136,7 +143,7 @@ class Build:
                 plan = sample_plan(
                     discovered, self.out_dir, self.sample, self.spec.work.units_per_task
                 )
-        with self._phase("pipeline"):
+        with self._phase("pipeline"), self.progress.tasks(self.out_dir, plan.tasks):
             summary, metrics = run_build_pipeline(
                 self.spec,
                 self.loaded.data,
@@ -206,8 +213,9 @@ def build(
     *,
     fresh: bool = False,
     sample: int | None = None,
+    progress: Progress | None = None,
 ) -> BuildResult:
-    return Build(loaded, out_dir, runner, fresh=fresh, sample=sample).run()
+    return Build(loaded, out_dir, runner, fresh=fresh, sample=sample, progress=progress).run()
 
 
 def clear_build_folder(out_dir: str) -> None:

@@ -5,12 +5,16 @@ the records carry."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from curate import fs
+from curate.datacard import sections
+from curate.datacard.frontmatter import front_matter
 from curate.shards import layout
 
 # Distributions are computed over at most this many kept rows, so the card stays cheap on
@@ -28,7 +32,8 @@ DISTRIBUTION_COLUMNS = (
 
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    # a `|` inside a cell would end it
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -73,12 +78,16 @@ def scan_shards(out_dir: str) -> dict[str, Any]:
     }
 
 
-def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
+def render(
+    manifest: dict[str, Any], scan: dict[str, Any], example: dict[str, Any] | None = None
+) -> str:
     spec = manifest["spec"]
     records = manifest["records"]
     parts = [
+        front_matter(manifest, scan),
         f"# Data card: {spec['name']}",
         "",
+        *[line for p in sections.uses(manifest)["description"] for line in (p, "")],
         f"Built by curate {manifest['curate_version']} from spec `{spec['path']}` "
         f"(sha256 `{spec['sha256'][:16]}`), record schema `{manifest['schema']['name']}` "
         f"v{manifest['schema']['version']} (hash `{manifest['schema']['hash']}`). "
@@ -150,16 +159,9 @@ def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
             "",
             _counter_table(instructions["tasks"], "task", 50),
         ]
-    matches = manifest.get("benchmark_matches")
-    if matches:
-        parts += [
-            "",
-            "## Benchmark decontamination",
-            "",
-            f"{matches['total']} training records matched evaluation items and were removed "
-            f"({', '.join(f'{k}: {v}' for k, v in matches['by_benchmark'].items())}); "
-            f"full list in `{matches['file']}`.",
-        ]
+    decontam = sections.decontamination(manifest)
+    if decontam:
+        parts += ["", "## Benchmark decontamination", "", decontam]
     if manifest.get("linking"):
         link = manifest["linking"]
         parts += [
@@ -168,6 +170,7 @@ def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
             "",
             f"`{link['kb_id']}` (sha256 `{link['kb_sha256'][:16]}`).",
         ]
+    parts += usage_sections(manifest, scan, example)
     parts += time_section(manifest)
     parts += [
         "",
@@ -177,6 +180,58 @@ def render(manifest: dict[str, Any], scan: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _bullets(items: list[str]) -> list[str]:
+    return [f"- {item}" for item in items]
+
+
+def usage_sections(
+    manifest: dict[str, Any], scan: dict[str, Any], example: dict[str, Any] | None
+) -> list[str]:
+    """Uses, limitations, de-identification, attribution, warnings, example and field docs."""
+    about = sections.uses(manifest)
+    deid = sections.deidentification(manifest)
+    parts = ["", "## Intended uses", "", *_bullets(about["intended"])]
+    parts += ["", "## Out-of-scope uses", "", *_bullets(about["out_of_scope"])]
+    parts += ["", "## Limitations", "", *_bullets(about["limitations"])]
+    fingerprint = f", salt fingerprint `{deid['fingerprint']}`" if deid["fingerprint"] else ""
+    parts += [
+        "",
+        "## De-identification",
+        "",
+        f"Salt: **{deid['salt']}**{fingerprint}. {deid['text']}",
+    ]
+    if deid["note"]:
+        parts += ["", deid["note"]]
+    parts += [
+        "",
+        "## Licences and attribution",
+        "",
+        *_bullets(sections.attribution(manifest, scan)),
+    ]
+    cite = sections.citation(manifest)
+    if cite:
+        parts += ["", "### Citation", "", "```", cite, "```"]
+    warned = sections.warnings(manifest)
+    if warned:
+        parts += ["", "## Warnings", "", _counter_table(warned, "warning")]
+    if example:
+        shown = {k: v for k, v in example.items() if k != "thumbnail_png"}
+        parts += [
+            "",
+            "## Example record",
+            "",
+            "The image is in `DATA_CARD.html`.",
+            "",
+            "```json",
+            json.dumps(shown, indent=1, ensure_ascii=False, default=str)[:4000],
+            "```",
+        ]
+    rows = sections.fields(manifest)
+    if rows:
+        parts += ["", "## Fields", "", _table(rows, ("field", "type", "description"))]
+    return parts
 
 
 def human_bytes(n: float | None) -> str:
@@ -263,8 +318,21 @@ def time_section(manifest: dict[str, Any]) -> list[str]:
 
 
 def write_data_card(out_dir: str, manifest: dict[str, Any]) -> str:
+    """`DATA_CARD.md` (with Hugging Face front matter) and the self-contained
+    `DATA_CARD.html` with plots, beside it."""
+    from curate.datacard.html import HTML_CARD, render_html
+    from curate.datacard.stats import example_record, scan_sizes
+
+    scan = scan_shards(out_dir)
+    example = example_record(out_dir)
     path = fs.join(out_dir, layout.DATA_CARD)
-    fs.write_bytes_atomic(path, render(manifest, scan_shards(out_dir)).encode())
+    fs.write_bytes_atomic(path, render(manifest, scan, example).encode())
+    try:
+        page = render_html(manifest, scan, scan_sizes(out_dir), example)
+    except Exception as exc:  # a plot must never cost the build its manifest
+        logging.getLogger(__name__).warning("the HTML data card failed: %r", exc)
+        page = f"<!DOCTYPE html><p>The HTML card failed ({exc!r}); see {layout.DATA_CARD}.</p>"
+    fs.write_bytes_atomic(fs.join(out_dir, HTML_CARD), page.encode())
     return path
 
 

@@ -29,6 +29,7 @@ INSTRUCTION_ERRORS = "instructions_errors"
 BENCHMARK_MATCHES = "benchmark_matches.jsonl"  # under ATTRIBUTES
 DIGESTS = f"{WORK}/digests"
 DATA_CARD = "DATA_CARD.md"
+HTML_CARD = "DATA_CARD.html"  # beside the Markdown card: plots, one example image
 # Every folder a build writes afresh in phase 2 (a rerun clears them first).
 PHASE2_FOLDERS = (
     *TABLES,
@@ -41,7 +42,7 @@ PHASE2_FOLDERS = (
     DIGESTS,
 )
 # Everything a build writes at the top of its folder, besides WORK (what `--fresh` removes).
-BUILD_ENTRIES = (MANIFEST, DATA_CARD, *(f for f in PHASE2_FOLDERS if f != DIGESTS))
+BUILD_ENTRIES = (MANIFEST, DATA_CARD, HTML_CARD, *(f for f in PHASE2_FOLDERS if f != DIGESTS))
 
 
 def shard_name(split: str, index: int, total: int) -> str:

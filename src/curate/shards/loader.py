@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
+
+try:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+except ImportError as exc:  # torch is an extra: a build machine does not need it
+    raise ImportError('load_shards needs torch: pip install "curate[loader]"') from exc
 
 from curate.errors import SchemaMismatch
 from curate.schema import META_HASH, META_NAME, META_VERSION
@@ -162,11 +166,12 @@ class ShardDataset(IterableDataset):
                     yield dict(zip(names, values))
 
     def to_hf_dataset(self) -> Any:
-        """A Hugging Face `datasets.Dataset` view over the same files (all ranks' rows), as
-        stored: referenced images are not attached."""
-        import datasets  # optional dependency, imported only when asked for
+        """A Hugging Face `datasets.Dataset` over the same files (all ranks' rows), with the
+        `image` column as `datasets.Image()` (PIL images on access); referenced instruction
+        images are not attached."""
+        from curate.shards.hf import hf_dataset  # datasets is optional, imported when asked
 
-        return datasets.Dataset.from_parquet(self.files, columns=self.columns)
+        return hf_dataset(self.files, columns=self.columns)
 
 
 def shard_files(out_dir: str | Path, split: str, table: str = "shards") -> list[str]:

@@ -10,6 +10,11 @@ from pathlib import Path
 from curate.errors import CurateError
 
 
+def comma_list(values: list[str] | None) -> tuple[str, ...]:
+    """`--umls-sab A,B --umls-sab C` -> (A, B, C): each flag takes one value or a comma list."""
+    return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+
+
 def register(subparsers) -> None:
     kb = subparsers.add_parser("kb", help="build and check knowledge bases for entity linking")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)
@@ -41,14 +46,15 @@ def register(subparsers) -> None:
         action="append",
         default=None,
         metavar="LAT",
-        help="UMLS languages to keep (repeatable; default ENG)",
+        help="UMLS languages to keep (repeatable or comma-separated; default ENG)",
     )
     build.add_argument(
         "--umls-sab",
         action="append",
         default=None,
         metavar="SAB",
-        help="UMLS source vocabularies to keep (repeatable; default all)",
+        help="UMLS source vocabularies to keep (repeatable or comma-separated, "
+        "e.g. SNOMEDCT_US,RXNORM; default all)",
     )
     build.add_argument(
         "--umls-tui",
@@ -91,9 +97,9 @@ def _build(args: argparse.Namespace) -> int:
                 hpo=hpo,
                 lexicon=lexicon,
                 umls_meta=args.umls_meta,
-                umls_languages=tuple(args.umls_lang or ["ENG"]),
-                umls_sources=tuple(args.umls_sab) if args.umls_sab else None,
-                umls_types=tuple(args.umls_tui) if args.umls_tui else None,
+                umls_languages=comma_list(args.umls_lang) or ("ENG",),
+                umls_sources=comma_list(args.umls_sab) or None,
+                umls_types=comma_list(args.umls_tui) or None,
                 umls_include_suppressed=args.umls_include_suppressed,
                 settings=settings,
                 name=args.name if any_source else "default",
