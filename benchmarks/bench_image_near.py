@@ -39,9 +39,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curate.dedup.config import NearDedupConfig
+from curate.dedup.confirm import PairConfirmer
 from curate.dedup.groups import Duplicate, UnionFind, resolve
 from curate.dedup.near import (
     NearAttributes,
+    confirm_row,
     find_near_duplicates_from_attributes,
     image_edges,
     image_group_bits,
@@ -189,6 +191,18 @@ def run_case(kind: str, n: int, mode: str) -> dict:
         wall = min(wall, time.perf_counter() - wall_start)
         cpu = min(cpu, time.process_time() - cpu_start)
         del edges
+    # Resolving: components only (the former step) vs each drop confirmed against its kept
+    # record (the rows of the records in an edge; no thumbnails here, so hashes confirm).
+    edges = image_edges(attrs, config)
+    start = time.process_time()
+    resolve(edges)
+    components_cpu = time.process_time() - start
+    start = time.process_time()
+    involved = {e.a for e in edges} | {e.b for e in edges}
+    rows = [confirm_row(a, None) for a in attrs if a.record_id in involved]
+    resolve(edges, PairConfirmer(rows, config))
+    confirmed_cpu = time.process_time() - start
+    del edges
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the tracer's own
     tracemalloc.start()
     edges = image_edges(attrs, config)
@@ -201,6 +215,8 @@ def run_case(kind: str, n: int, mode: str) -> dict:
         "rss_mb": rss,
         "edges": len(edges),
         "groups": len(edge_groups(edges)),
+        "resolve_components_cpu": components_cpu,
+        "resolve_confirmed_cpu": confirmed_cpu,
     }
 
 
@@ -226,6 +242,7 @@ def report_scale(uniform_n: int, tight_n: int) -> list[str]:
         f"  {base * 1e6:5.2f} us/hash  peak {uniform['peak_mb']:6.0f} MB  max RSS"
         f" {uniform['rss_mb']:6.0f} MB  groups {uniform['groups']}"
     )
+    _report_resolve("uniform", uniform)
     if max(uniform["rss_mb"], uniform["peak_mb"]) >= MAX_MB:
         failures.append(f"uniform memory {uniform['rss_mb']:.0f} MB >= {MAX_MB:.0f}")
     for mode, what in TIGHT_MODES.items():
@@ -239,9 +256,21 @@ def report_scale(uniform_n: int, tight_n: int) -> list[str]:
             f" {tight['rss_mb']:6.0f} MB  groups {tight['groups']}  edges {tight['edges']}"
             f"  ratio to uniform x{ratio:4.2f} (<= {MAX_RATIO}) {'ok' if ok else 'FAIL'}  [{what}]"
         )
+        _report_resolve(f"tight {mode}", tight)
         if not ok:
             failures.append(f"tight {mode}: ratio {ratio:.2f}, memory {tight['rss_mb']:.0f} MB")
     return failures
+
+
+def _report_resolve(label: str, case: dict) -> None:
+    """The confirmation step's cost beside the former components-only resolve, and beside the
+    edge search itself (the figure that bounds the near-dup step)."""
+    base, confirmed = case["resolve_components_cpu"], case["resolve_confirmed_cpu"]
+    print(
+        f"    {label}: resolve cpu {base:5.2f}s components-only (baseline) vs {confirmed:5.2f}s"
+        f" confirmed (x{confirmed / max(base, 1e-9):4.2f}); edges+confirmed resolve"
+        f" x{(case['cpu'] + confirmed) / max(case['cpu'] + base, 1e-9):4.2f} of edges+baseline"
+    )
 
 
 def check_exact(attrs: list[NearAttributes], config: NearDedupConfig, label: str) -> bool:
@@ -295,6 +324,7 @@ def report_beam(n: int) -> list[str]:
         b = image_group_bits(big, max_h, group_size)
         print(f"  at {big:>10,} hashes: {b} top bits, {3 << b:,} groups, {3 * (1 + b)} per hash")
     expected = [d.as_tuple() for d in find_near_duplicates_from_attributes(attrs, config)]
+    confirmer = PairConfirmer([confirm_row(a, None) for a in attrs], config)
     start = time.perf_counter()
     with beam.Pipeline() as pipeline:
         decisions = (
@@ -302,7 +332,7 @@ def report_beam(n: int) -> list[str]:
             | beam.Create(attrs)
             | ImageEdges(config)
             | beam.combiners.ToList()
-            | beam.FlatMap(lambda edges: [d.as_tuple() for d in resolve(edges)])
+            | beam.FlatMap(lambda edges: [d.as_tuple() for d in resolve(edges, confirmer)])
         )
         assert_that(decisions, equal_to(expected))
     print(

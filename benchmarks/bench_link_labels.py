@@ -1,8 +1,9 @@
 """Report-label quality: curate's linker + assertion vs a plain negspacy baseline, same texts.
 
-Gold: tests/link/data/iu_dev_labels.csv (hand labels, used while tuning the rules) and
-iu_holdout_labels.csv (labelled after tuning, never tuned on; see tests/link/data/README.md) over the
-IU X-ray reports in ../shared/realdata/reports/iu_xray (text read from there, never copied).
+Gold: tests/link/data/iu_dev_labels.csv and iu_holdout_labels.csv (hand labels; both were
+studied while writing the v2 rules, so both are dev data now: tests/link/data/README.md; the
+untuned held-out set is scored by label_quality.py) over the IU X-ray reports in
+../shared/realdata/reports/iu_xray (text read from there, never copied).
 Metric: micro precision / recall / F1 on positive findings over the 14 ChestX-ray14 labels
 (uncertain counts as not positive, for gold and predictions alike). Target: F1 >= 0.90 and
 better than the baseline.
@@ -11,7 +12,14 @@ Baseline: spaCy blank("en") + sentencizer + an EntityRuler with the SAME observa
 (lower-case phrase patterns) + negspacy's Negex with its `en_clinical` termset; a finding is
 positive when one of its mentions is not negated.
 
+Speed: the whole IU X-ray CSV (3,826 reports with text; findings + impression) labelled with
+`chestxray14` by this tree and by today's code (a named git revision, run in a subprocess on the
+same reports and KB; see benchmarks/label_quality.py): CPU seconds of the labelling loop (KB and
+rules loaded before), fastest of --repeat runs taken in turns, and their ratio. Per-set
+quality against both revisions: label_quality.py.
+
     .venv/bin/python benchmarks/bench_link_labels.py [--realdata DIR] [--kb DIR] [--verbose]
+        [--baseline-rev REV | --no-speed] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -131,12 +139,37 @@ def evaluate(set_name: str, gold_path: Path, reports, kb: str, verbose: bool) ->
                     print(f"  {name:<9} uid {uid}: false+ {sorted(fp)} missed {sorted(fn)}")
 
 
+def speed(reports, kb: str, rev: str, repeat: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from label_quality import predict_with_revision, timed_predict
+
+    records = {u: r for u, r in reports.items() if (r["findings"] + r["impression"]).strip()}
+    job = {"all": {"records": records, "label_set": "chestxray14"}}
+    # interleaved (today, this tree, today, ...) so a change of machine load hits both alike
+    base_runs, ours_runs = [], []
+    for _ in range(repeat):
+        base_runs.append(predict_with_revision(rev, job, kb)["all"]["seconds"])
+        ours_runs.append(timed_predict(records, "chestxray14", kb)[1])
+    base_s, ours_s = min(base_runs), min(ours_runs)
+    print(
+        f"\nSpeed: {len(records)} IU X-ray reports (findings + impression), chestxray14 labels, "
+        f"fastest of {repeat} interleaved runs each"
+    )
+    print(f"{'system':<28}{'CPU s':>10}{'reports/s':>12}")
+    print(f"{'today (' + rev + ')':<28}{base_s:>10.2f}{len(records) / base_s:>12.1f}")
+    print(f"{'this tree':<28}{ours_s:>10.2f}{len(records) / ours_s:>12.1f}")
+    print(f"speed ratio (this tree / today, reports per second): {base_s / ours_s:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_realdata = os.environ.get("CURATE_REALDATA", str(REPO.parent / "shared" / "realdata"))
     parser.add_argument("--realdata", type=Path, default=Path(default_realdata))
     parser.add_argument("--kb", default="default")
     parser.add_argument("--verbose", action="store_true", help="list every disagreement")
+    parser.add_argument("--baseline-rev", default="8b87d3c", help="today's code for the speed run")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
+    parser.add_argument("--repeat", type=int, default=3, help="speed runs per system (fastest)")
     args = parser.parse_args()
     if not (args.realdata / "reports" / "iu_xray").is_dir():
         print(f"skipped: {args.realdata}/reports/iu_xray is absent", file=sys.stderr)
@@ -144,6 +177,8 @@ def main() -> int:
     reports = load_reports(args.realdata)
     for set_name, gold_path in GOLD_SETS.items():
         evaluate(set_name, gold_path, reports, args.kb, args.verbose)
+    if not args.no_speed:
+        speed(reports, args.kb, args.baseline_rev, args.repeat)
     return 0
 
 

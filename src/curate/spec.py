@@ -318,7 +318,7 @@ def _input_problems(spec: Spec, at: _Locator) -> list[Problem]:
                 problems.append(
                     at.problem(("sources", i, "path"), f"source {source.label}: {problem}")
                 )
-        if "uid_salt" in get_source_class(source.kind).options_model.model_fields:
+        if get_source_class(source.kind).uses_salt(source.options):
             try:
                 salt_from(source.options.get("uid_salt"))
             except SpecError as exc:

@@ -20,7 +20,6 @@ ENGINE_FREE = ("curate.parse", "curate.shards.loader", "curate.train")
 MAX_MODULE_LINES = 500
 # Modules allowed over MAX_MODULE_LINES, each with the reason (see the README's folder map).
 LONG_MODULES = {
-    "curate.parse.volume": "series -> volume geometry and the CT-CLIP preprocessing it feeds",
     "curate.sources.pmc": "three PMC layouts (cloud, legacy, folder) sharing one reader",
     "curate.train.mllm": "the LLaVA-style model, its data collation and its training loop",
     "curate.instruct.templated": "CheXinstruct-style templates: one generator per task",

@@ -82,7 +82,7 @@ def test_demo_spec_builds_from_generated_corpus(tmp_path: Path) -> None:
     # `demo:` paths generate the corpus inside the work folder: no download, any directory.
     out = tmp_path / "plain"
     assert main(["build", "--spec", "demo", "--out", str(out), "--running-mode", "in_memory"]) == 0
-    assert manifest(out)["records"]["kept"] == 12
+    assert manifest(out)["records"]["kept"] == 13
     assert (out / "_work" / "demo_input" / "pmc" / ".generated.json").is_file()
 
 
@@ -92,17 +92,16 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
     assert m["status"] == "ok"
     assert all(i["holds"] for i in m["identities"]), m["identities"]
     assert m["units"] == {"discovered": 28, "skipped": 6, "read": 14, "failed": 8}
-    assert m["records"] == {"candidates": 28, "kept": 12, "rejected": 12, "errors": 4}
+    assert m["records"] == {"candidates": 28, "kept": 13, "rejected": 11, "errors": 4}
     assert m["reject_reasons"] == {
         "article_type_excluded:correction": 1,
         "duplicate_caption_image": 1,
         "duplicate_image": 1,
         "image_missing": 1,
         "license_not_allowed:noncommercial": 5,
-        # near duplicates: the two planted re-encoded/resized copies, and the second graphic of
-        # a two-panel figure that shares the first one's caption
+        # near duplicates: the two planted re-encoded/resized copies; the two graphics of a
+        # two-panel figure share one caption but are never duplicates of each other
         "near_duplicate_image": 2,
-        "near_duplicate_caption": 1,
     }
     assert m["error_reasons"] == {
         "empty_input": 1,
@@ -124,7 +123,7 @@ def test_demo_accounting_is_exact(demo_out: Path) -> None:
         "superseded_version": 3,
         "package_absent": 1,
     }
-    assert sum(m["splits"].values()) == 12
+    assert sum(m["splits"].values()) == 13
     assert m["spec"]["sha256"] and m["schema"]["name"] == "figure_caption"
     assert m["versions"]["apache-beam"].startswith("2.")
     # The planted exact duplicates: one of each pair kept, the other rejected pointing at it.
@@ -159,7 +158,7 @@ def test_shards_read_back_with_schema_and_no_article_in_two_splits(demo_out: Pat
             splits_of[row["pmcid"]].add(split)
             assert row["split"] == split
             assert row["image"] and row["image_sha256"] and row["license_family"] == "commercial"
-    assert total == 12
+    assert total == 13
     assert all(len(s) == 1 for s in splits_of.values())
 
 
@@ -252,10 +251,10 @@ def test_data_card_summarises_the_build(demo_out: Path) -> None:
     front_matter, _, body = card.removeprefix("---\n").partition("\n---\n")
     assert "license:" in front_matter and "size_categories:" in front_matter
     assert body.lstrip().startswith("# Data card: demo")
-    assert "28 candidate records: **12 kept**, 12 rejected with a reason, 4 errors" in card
+    assert "28 candidate records: **13 kept**, 11 rejected with a reason, 4 errors" in card
     assert "| license_not_allowed:noncommercial | 5 |" in card
     assert "| near_duplicate_image | 2 |" in card
-    assert "| CC BY 4.0 | 12 |" in card
+    assert "| CC BY 4.0 | 13 |" in card
     assert (
         "### Most frequent linked concepts" in card and "| present | absent | uncertain |" in card
     )

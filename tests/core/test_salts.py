@@ -136,3 +136,11 @@ def test_a_resume_with_another_salt_is_refused(
     monkeypatch.setenv("CURATE_UID_SALT", SECRET + "-rotated")
     assert main(args) == 2
     assert "holds work of another spec" in capsys.readouterr().err
+
+
+def test_a_reports_only_build_needs_no_salt(no_salt: None) -> None:
+    """record_mode: report reads no DICOM and hashes nothing: no salt is asked for."""
+    spec = spec_with({"record_mode": "report"}, kind="iu_xray")
+    assert source_salts(spec) == {}
+    with pytest.raises(SpecError, match="no de-identification salt"):
+        source_salts(spec_with({"record_mode": "image"}, kind="iu_xray"))

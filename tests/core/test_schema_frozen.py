@@ -15,6 +15,7 @@ RELEASED = {
     "volume.v1": "48e195837f86090b",
     "instruction.v1": "dde2db5ed6e36883",
     "figure_caption.v2": "da0b273752138046",
+    "volume.v2": "fed685bd8da60876",
 }
 
 

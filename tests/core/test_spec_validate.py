@@ -72,7 +72,8 @@ def test_section_problems_carry_their_dotted_path_and_line(tmp_path: Path) -> No
     _, problems = validate_spec(path)
     assert sorted(str(p) for p in problems) == [
         f"{path}:14: enrich.link.label_sets: Value error, unknown label set 'no_such_set'; use "
-        "one of ['chestxray14', 'chexpert14'] or the path of a label-set YAML file",
+        "one of ['chestxray14', 'chestxray14.v1', 'chestxray14.v2', 'chexpert14', 'chexpert14.v1', "
+        "'chexpert14.v2'] or the path of a label-set YAML file",
         f"{path}:19: dedup.near.image.max_hamming: Input should be less than or equal to 32",
         f"{path}:20: dedup.semantic: rule file 'dedup/missing_policy.v1' not found "
         "(looked in curation_rules/ too)",

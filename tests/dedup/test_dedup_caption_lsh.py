@@ -28,7 +28,13 @@ from curate.dedup.caption_lsh import (
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.groups import Edge, resolve
 from curate.dedup.minhash import candidate_pairs, lsh_band_keys
-from curate.dedup.near import CAPTION_REASON, NearAttributes, caption_edges, text_signatures
+from curate.dedup.near import (
+    CAPTION_REASON,
+    NearAttributes,
+    caption_edges,
+    find_near_duplicates,
+    text_signatures,
+)
 from curate.shuffle import shuffled_bytes
 
 CONFIG = NearDedupConfig(image={"enabled": False})
@@ -158,8 +164,9 @@ def _records(attrs: list[NearAttributes]) -> list[dict]:
 
 def test_beam_caption_path_decides_as_per_bucket_with_compact_shuffles():
     attrs = planted_attributes(seed=3)
-    chosen, sigs = text_signatures(attrs, CAP)
-    expected = decisions(caption_edges(attrs, CONFIG))
+    chosen, _ = text_signatures(attrs, CAP)
+    # the in-memory path: the same candidate edges, each drop confirmed against its kept record
+    expected = [d.as_tuple() for d in find_near_duplicates(_records(attrs), CONFIG)]
     pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([]))
     got = (
         pipeline

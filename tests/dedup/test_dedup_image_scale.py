@@ -21,9 +21,11 @@ from scipy.sparse.csgraph import connected_components
 
 from curate.dedup.beam import ImageEdges
 from curate.dedup.config import NearDedupConfig
+from curate.dedup.confirm import PairConfirmer
 from curate.dedup.groups import UnionFind, resolve
 from curate.dedup.near import (
     NearAttributes,
+    confirm_row,
     find_near_duplicates_from_attributes,
     image_edges,
     image_edges_for_group,
@@ -209,12 +211,26 @@ def test_decisions_equal_resolve_of_reference_edges():
     got = find_near_duplicates_from_attributes(attrs, config)
     by_id = {a.record_id: a for a in attrs}
     rank = {rid: by_id[rid].pixels for rid in by_id}
+
+    def close(a: str, b: str) -> bool:
+        x, y = by_id[a], by_id[b]
+        assert x.image_hash is not None and y.image_hash is not None
+        return (x.image_hash ^ y.image_hash).bit_count() <= 8 and (
+            (x.confirm_hash or 0) ^ (y.confirm_hash or 0)
+        ).bit_count() <= 6
+
+    # Reference: each group of all close pairs keeps its best record and drops only the
+    # members close to it, then repeats on the rest (no member joins through a third record).
     expected = []
     for group in brute_force_groups(attrs, 8, 6):
-        keep = min(group, key=lambda rid: (-rank[rid], rid))
-        expected += [(rid, "near_duplicate_image", keep) for rid in group if rid != keep]
+        remaining = sorted(group, key=lambda rid: (-rank[rid], rid))
+        while remaining:
+            keep, rest = remaining[0], remaining[1:]
+            expected += [(rid, "near_duplicate_image", keep) for rid in rest if close(keep, rid)]
+            remaining = [rid for rid in rest if not close(keep, rid)]
     assert [d.as_tuple() for d in got] == sorted(expected)
-    assert resolve(image_edges(attrs, config)) == got
+    rows = [confirm_row(a, None) for a in attrs]
+    assert resolve(image_edges(attrs, config), PairConfirmer(rows, config)) == got
 
 
 def test_identical_hashes_collapse_without_losing_confirmation():
@@ -290,7 +306,8 @@ def test_chains_link_through_a_middle_hash():
         d.record_id: d.duplicate_of
         for d in find_near_duplicates_from_attributes(attrs, _config(8, 6))
     }
-    assert decisions["chain01_0"] == "chain01_2" and decisions["chain01_1"] == "chain01_2"
+    # the ends are 12 bits apart: the middle is a copy of the kept end, the far end is not
+    assert decisions["chain01_1"] == "chain01_2" and "chain01_0" not in decisions
 
 
 @pytest.mark.parametrize("shared", ["pHash block 0", "pHash block 2", "dHash block 0"])
@@ -360,12 +377,13 @@ def test_beam_image_edges_equal_in_memory():
     config = _config(8, 6, beam_group_size=300)  # several top bits: neighbour groups are used
     expected = [d.as_tuple() for d in find_near_duplicates_from_attributes(attrs, config)]
     assert len(expected) > 300
+    confirmer = PairConfirmer([confirm_row(a, None) for a in attrs], config)
     with beam.Pipeline() as pipeline:
         edges = pipeline | beam.Create(attrs) | ImageEdges(config)
         decisions = (
             edges
             | beam.combiners.ToList()
-            | beam.FlatMap(lambda es: [d.as_tuple() for d in resolve(es)])
+            | beam.FlatMap(lambda es: [d.as_tuple() for d in resolve(es, confirmer)])
         )
         assert_that(decisions, equal_to(expected))
 

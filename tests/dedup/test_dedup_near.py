@@ -30,6 +30,13 @@ def _jpeg(seed: int, size=(240, 200), quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
+def _cropped(seed: int) -> bytes:
+    image = Image.open(io.BytesIO(_jpeg(seed))).crop((24, 20, 216, 180))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=12)
+    return buf.getvalue()
+
+
 def _record(rid: str, data: bytes, caption: str) -> dict:
     w, h = Image.open(io.BytesIO(data)).size
     return {
@@ -94,7 +101,11 @@ def _corpus() -> list[dict]:
             _jpeg(2),
             "histology section stained with hematoxylin and eosin at high power",
         ),
-        _record("d-reworded", _jpeg(3), CAPTION.replace("shows", "demonstrates") + "."),
+        # a reworded caption over an image that is not clearly different (here: a quality-12
+        # re-encoding of a crop, too far for the image check), and one over a clearly different
+        # image: another figure that happens to be described alike is kept
+        _record("d-reworded", _cropped(1), CAPTION.replace("shows", "demonstrates") + "."),
+        _record("g-other-figure", _jpeg(3), CAPTION.replace("shows", "demonstrates") + "."),
         _record("e-short", _jpeg(4), "CT scan"),
         _record("f-short", _jpeg(5), "CT scan"),
     ]

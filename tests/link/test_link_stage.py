@@ -113,8 +113,8 @@ def test_describe_names_the_kb_hash_and_rule_versions(stage):
     info = stage.describe()
     assert info["kb_sha256"] == stage.kb_manifest["kb_sha256"]
     assert info["linker_rules"] == "linker.v1"
-    assert info["assertion_rules"] == "assertion.v1"
-    assert info["label_sets"] == ["chexpert14.v1", "chestxray14.v1"]
+    assert info["assertion_rules"] == "assertion.v2"
+    assert info["label_sets"] == ["chexpert14.v2", "chestxray14.v2"]
 
 
 def test_kb_identity_reads_the_manifest_without_loading(lexicon_kb):

@@ -282,8 +282,15 @@ def benchmark_matches(out_dir: str) -> dict[str, Any] | None:
     rows = [json.loads(line) for line in fs.read_bytes(path).decode().splitlines() if line]
     by_benchmark = Counter(str(r.get("benchmark")) for r in rows)
     # The full list stays in the attributes file; the manifest carries counts and a sample.
+    records = {str(r.get("record_id")) for r in rows}
+    records_by = Counter(
+        str(b) for b, _ in {(r.get("benchmark"), r.get("record_id")) for r in rows}
+    )
+    # `total` counts record x item matches; a record leaking several items is removed once
     return {
         "total": len(rows),
+        "records_removed": len(records),
+        "records_by_benchmark": dict(sorted(records_by.items())),
         "by_benchmark": dict(sorted(by_benchmark.items())),
         "file": f"{layout.ATTRIBUTES}/{layout.BENCHMARK_MATCHES}",
         "first": rows[:200],

@@ -32,12 +32,13 @@ from curate.shuffle import MeasuredGroupByKey, MeasureShuffle
 from curate.spec import Spec
 
 # When several phase-2 methods drop the same record, the first in this order names the reason.
+# A benchmark leak comes first: a leaked record that is also a copy must be counted as a leak.
 DROP_PRIORITY = (
+    "decontaminate",
     "dedup:exact_caption_image",
     "dedup:exact_image",
     "dedup:near",
     "dedup:semantic",
-    "decontaminate",
     "quality",
 )
 # Reject stages that phase 2 assigns (the manifest counts them as phase-2 rejects).

@@ -25,7 +25,7 @@ def source_salts(spec: Spec) -> dict[str, Salt]:
     """{source label: salt} for the sources that pseudonymise identifiers."""
     salts: dict[str, Salt] = {}
     for source in spec.sources:
-        if "uid_salt" not in get_source_class(source.kind).options_model.model_fields:
+        if not get_source_class(source.kind).uses_salt(source.options):
             continue
         try:
             salts[source.label] = salt_from(source.options.get("uid_salt"))

@@ -5,30 +5,16 @@
 `image_max_hamming` bits of a benchmark image, or whose text shares `min_ngram_overlap` word
 n-grams with a benchmark text, are rejected with `benchmark_leak:<name>` and the matched item.
 
-File formats implemented (from the datasets' public releases and the loaders in their repos):
-
-- `vqa_rad` (OSF release of VQA-RAD, Lau et al. 2018): one JSON file, a list of objects with
-  `qid`, `image_name`, `question`, `answer` (+ `image_organ`, `answer_type`, ...); the images sit
-  in a folder next to it (`VQA_RAD Image Folder/`). Images are found by file name anywhere
-  under the given directory.
-- `slake` (SLAKE 1.0, Liu et al. 2021): `train.json`, `validate.json`, `test.json`, each a list
-  of objects with `qid`, `img_name` (e.g. `xmlab102/source.jpg`, relative to `imgs/`),
-  `question`, `answer`, `q_lang` (`en` / `zh`).
-- `pathvqa` (UCSD-AI4H/PathVQA): `qas/<split>/<split>_qa.pkl` (also accepted: the same list
-  as `.json`), a list of objects with `image` (stem, e.g. `val_0261`), `question`, `answer`;
-  images in `images/<split>/<image>.jpg`. Pickles are read with an unpickler that only
-  builds plain containers and strings, never arbitrary objects.
-- `pmc_vqa` (xiaoman-zhang/PMC-VQA): CSV files (`train.csv`, `test.csv`, ...) with
-  `Figure_path`, `Question`, `Answer`, `Choice A`..`Choice D` (and `Caption` in some
-  releases); images in `images/` or `figures/` by file name.
+Benchmark texts are matched three ways: a question of `short_text_min_tokens` words or more
+by shared word n-grams (verbatim, whatever the answer); a shorter question only together with
+its answer within `answer_window` words of it (question+answer pairs: "is this normal?" alone
+recurs everywhere); and, optionally, paraphrases through the embedding pass
+(`curate.decontaminate.semantic`). The release formats are read by `curate.decontaminate.loaders`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import pickle
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,20 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.decontaminate.config import DecontamConfig
+from curate.decontaminate.loaders import LOADERS
 from curate.dedup.imagehash import hash_blocks, image_hash
 from curate.dedup.minhash import word_tokens
-from curate.errors import InputError, MalformedMetadata, MissingFile, SpecError
+from curate.errors import InputError, MissingFile, SpecError
 from curate.stages import Record, Rejected, Stage
 
 LEAK_PREFIX = "benchmark_leak:"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"}
-
-
-@dataclass(frozen=True)
-class BenchmarkItem:
-    item_id: str
-    image_file: str | None
-    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -79,145 +58,6 @@ class Leak:
         }
 
 
-# ---- loaders ------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedMetadata(f"{path}: not valid JSON ({exc})") from exc
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Pickle benchmark files hold lists of dicts of strings; refuse anything that needs a class."""
-
-    def find_class(self, module: str, name: str):
-        raise MalformedMetadata(f"pickle wants {module}.{name}; only plain containers are allowed")
-
-
-def _read_pickle(path: Path):
-    try:
-        return _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
-    except MalformedMetadata:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is malformed input
-        raise MalformedMetadata(f"{path}: unreadable pickle ({exc})") from exc
-
-
-def _image_index(root: Path) -> dict[str, Path]:
-    """file name and stem -> path, for every image under `root` (first in sorted order wins)."""
-    index: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            index.setdefault(path.name, path)
-            index.setdefault(path.stem, path)
-    return index
-
-
-def _rows(data, path: Path) -> list[dict]:
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise MalformedMetadata(f"{path}: expected a list of objects")
-    return data
-
-
-def _text(value) -> str:
-    return str(value).strip() if value not in (None, "") else ""
-
-
-def load_vqa_rad(root: Path) -> Iterator[BenchmarkItem]:
-    files = sorted(p for p in root.rglob("*.json"))
-    if not files:
-        raise MissingFile(f"{root}: no VQA-RAD JSON file")
-    images = _image_index(root)
-    found = False
-    for path in files:
-        data = _read_json(path)
-        if not (
-            isinstance(data, list)
-            and data
-            and isinstance(data[0], dict)
-            and "image_name" in data[0]
-        ):
-            continue
-        found = True
-        for i, row in enumerate(_rows(data, path)):
-            name = _text(row.get("image_name"))
-            image = images.get(name)
-            yield BenchmarkItem(
-                f"{path.stem}:{row.get('qid', i)}",
-                str(image) if image else None,
-                tuple(t for t in (_text(row.get("question")),) if t),
-            )
-    if not found:
-        raise MalformedMetadata(f"{root}: no JSON list with `image_name` (VQA-RAD format)")
-
-
-def load_slake(root: Path) -> Iterator[BenchmarkItem]:
-    splits = [root / f"{s}.json" for s in ("train", "validate", "test")]
-    present = [p for p in splits if p.is_file()]
-    if not present:
-        raise MissingFile(f"{root}: none of train.json / validate.json / test.json (SLAKE format)")
-    images_root = root / "imgs"
-    for path in present:
-        for i, row in enumerate(_rows(_read_json(path), path)):
-            name = _text(row.get("img_name"))
-            image = images_root / name if name else None
-            yield BenchmarkItem(
-                f"{path.stem}:{row.get('qid', i)}",
-                str(image) if image is not None and image.is_file() else None,
-                tuple(t for t in (_text(row.get("question")),) if t),
-            )
-
-
-def load_pathvqa(root: Path) -> Iterator[BenchmarkItem]:
-    files = sorted(root.rglob("*_qa.pkl")) + sorted(root.rglob("*_qa.json"))
-    if not files:
-        raise MissingFile(f"{root}: no qas/<split>/<split>_qa.pkl (PathVQA format)")
-    images = _image_index(root)
-    for path in files:
-        data = _read_pickle(path) if path.suffix == ".pkl" else _read_json(path)
-        for i, row in enumerate(_rows(data, path)):
-            stem = _text(row.get("image"))
-            image = images.get(stem) or images.get(f"{stem}.jpg")
-            yield BenchmarkItem(
-                f"{path.stem}:{i}",
-                str(image) if image else None,
-                tuple(t for t in (_text(row.get("question")),) if t),
-            )
-
-
-def load_pmc_vqa(root: Path) -> Iterator[BenchmarkItem]:
-    files = sorted(root.rglob("*.csv"))
-    if not files:
-        raise MissingFile(f"{root}: no CSV file (PMC-VQA format)")
-    images = _image_index(root)
-    found = False
-    for path in files:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "Figure_path" not in reader.fieldnames:
-                continue
-            found = True
-            for i, row in enumerate(reader):
-                figure = _text(row.get("Figure_path"))
-                image = images.get(Path(figure).name) if figure else None
-                texts = tuple(
-                    t for t in (_text(row.get("Question")), _text(row.get("Caption"))) if t
-                )
-                yield BenchmarkItem(f"{path.stem}:{i}", str(image) if image else None, texts)
-    if not found:
-        raise MalformedMetadata(f"{root}: no CSV with a `Figure_path` column (PMC-VQA format)")
-
-
-LOADERS = {
-    "vqa_rad": load_vqa_rad,
-    "slake": load_slake,
-    "pathvqa": load_pathvqa,
-    "pmc_vqa": load_pmc_vqa,
-}
-
-
 # ---- the index ------------------------------------------------------------------------------------
 
 INDEX_SCHEMA = pa.schema(
@@ -226,6 +66,7 @@ INDEX_SCHEMA = pa.schema(
         pa.field("image_file", pa.string()),
         pa.field("image_hash", pa.uint64()),
         pa.field("texts", pa.list_(pa.string())),
+        pa.field("answer", pa.string()),
     ]
 )
 
@@ -246,25 +87,33 @@ def build_benchmark(
     root = Path(path)
     if not root.is_dir():
         raise MissingFile(f"benchmark folder {root} does not exist")
-    rows: dict[str, list] = {"item_id": [], "image_file": [], "image_hash": [], "texts": []}
+    rows: dict[str, list] = {
+        "item_id": [],
+        "image_file": [],
+        "image_hash": [],
+        "texts": [],
+        "answer": [],
+    }
     hashes: dict[str, int | None] = {}
-    unreadable = 0
+    unreadable = missing = 0
     for item in LOADERS[fmt](root):
         value = None
-        if item.image_file:
-            if item.image_file not in hashes:
+        key = item.image_file or (f"{item.item_id}:embedded" if item.image_bytes else None)
+        missing += key is None
+        if key:
+            if key not in hashes:
                 try:
-                    hashes[item.image_file] = image_hash(
-                        Path(item.image_file).read_bytes(), config.image_hash
-                    )
+                    data = item.image_bytes or Path(key).read_bytes()
+                    hashes[key] = image_hash(data, config.image_hash)
                 except InputError:
-                    hashes[item.image_file] = None
+                    hashes[key] = None
                     unreadable += 1
-            value = hashes[item.image_file]
+            value = hashes[key]
         rows["item_id"].append(item.item_id)
         rows["image_file"].append(item.image_file)
         rows["image_hash"].append(value)
         rows["texts"].append(list(item.texts))
+        rows["answer"].append(item.answer or None)
     table = pa.table(rows, schema=INDEX_SCHEMA).replace_schema_metadata(
         {
             "curate.benchmark.name": name,
@@ -285,7 +134,7 @@ def build_benchmark(
         "items": table.num_rows,
         "images": sum(1 for v in hashes.values() if v is not None),
         "unreadable_images": unreadable,
-        "missing_images": sum(1 for f in rows["image_file"] if f is None),
+        "missing_images": missing,
         "texts": sum(len(t) for t in rows["texts"]),
         "image_hash": config.image_hash,
     }
@@ -294,6 +143,11 @@ def build_benchmark(
     listing[name] = summary
     manifest.write_text(json.dumps(listing, indent=2, sort_keys=True))
     return summary
+
+
+def _contains(tokens: list[bytes], part: tuple[bytes, ...]) -> bool:
+    width = len(part)
+    return any(tuple(tokens[i : i + width]) == part for i in range(len(tokens) - width + 1))
 
 
 def _ngram_keys(tokens: list[bytes], n: int) -> set[bytes]:
@@ -308,6 +162,10 @@ class BenchmarkIndex:
         self.image_buckets: dict[tuple[int, int], list[tuple[int, str, str]]] = defaultdict(list)
         # n-gram (or whole short text) -> (benchmark, item_id); grouped by n-gram length.
         self.grams: dict[int, dict[bytes, list[tuple[str, str]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        # a short question (whole) -> (benchmark, item_id, answer tokens), by question length
+        self.short: dict[int, dict[bytes, list[tuple[str, str, tuple[bytes, ...]]]]] = defaultdict(
             lambda: defaultdict(list)
         )
         self.names: list[str] = []
@@ -340,10 +198,17 @@ class BenchmarkIndex:
             if value is not None:
                 for key in hash_blocks(int(value), self.config.image_max_hamming + 1):
                     self.image_buckets[key].append((int(value), name, row["item_id"]))
+            answer = tuple(word_tokens(row.get("answer") or ""))
             for text in row.get("texts") or []:
                 tokens = word_tokens(text)
                 if len(tokens) < self.config.short_text_min_tokens:
-                    continue  # "is this normal?" says nothing about a leak
+                    # "is this normal?" alone says nothing about a leak; with its answer next
+                    # to it, it is the benchmark item
+                    if tokens and answer and self.config.answer_window > 0:
+                        self.short[len(tokens)][b" ".join(tokens)].append(
+                            (name, row["item_id"], answer)
+                        )
+                    continue
                 width = min(n, len(tokens))
                 for gram in _ngram_keys(tokens, width):
                     self.grams[width][gram].append((name, row["item_id"]))
@@ -382,6 +247,21 @@ class BenchmarkIndex:
             if c >= need or (name, item) in whole
         )
 
+    def match_question_answer(self, text: str) -> list[tuple[str, str]]:
+        """(benchmark, item) for short questions found with their answer within
+        `answer_window` words after (or before) them."""
+        tokens = word_tokens(text)
+        window = self.config.answer_window
+        hits: set[tuple[str, str]] = set()
+        for width, table in self.short.items():
+            for start in range(len(tokens) - width + 1):
+                for name, item, answer in table.get(b" ".join(tokens[start : start + width]), ()):
+                    after = tokens[start + width : start + width + window + len(answer)]
+                    before = tokens[max(0, start - window - len(answer)) : start]
+                    if _contains(after, answer) or _contains(before, answer):
+                        hits.add((name, item))
+        return sorted(hits)
+
     def match(self, record: Record, image_hash_value: int | None = None) -> list[Leak]:
         """Every benchmark item the record matches, image matches first."""
         rid = str(record.get("record_id"))
@@ -399,6 +279,10 @@ class BenchmarkIndex:
             if isinstance(text, str) and text.strip():
                 for name, item, count in self.match_text(text):
                     leaks.append(Leak(rid, name, item, "text", f"{field}: {count} shared n-grams"))
+                for name, item in self.match_question_answer(text):
+                    leaks.append(
+                        Leak(rid, name, item, "text", f"{field}: question with its answer")
+                    )
         return leaks
 
 

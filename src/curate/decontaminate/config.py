@@ -17,6 +17,7 @@ class DecontamConfig(RuleBacked):
     ngram: int = Field(default=13, ge=1)
     min_ngram_overlap: int = Field(default=1, ge=1)
     short_text_min_tokens: int = Field(default=8, ge=1)
+    answer_window: int = Field(default=12, ge=0)
     text_fields: list[str] = Field(
         default_factory=lambda: ["caption", "report_text", "findings", "impression"]
     )

@@ -15,14 +15,17 @@ Benchmark leaks (`curate.decontaminate.beam`) and low image-text similarity
 All grouping work happens on compact attributes (hashes, signatures, vectors); image bytes
 are read once to hash them and never shuffled. With `from_sidecar=True` the input is rows of
 `curate.dedup.sidecar.near_sidecar_rows` (hashes and signatures made where the records were
-read), with the same decisions as from the records. Shuffles are counted
+read), with the same decisions as from the records (which are turned into those rows
+first). Edges only propose groups: the rows of the records in an edge go to the resolving step,
+which drops a member only when it is confirmed against the group's kept record
+(`curate.dedup.confirm`: thumbnail gradients for images, cues and images for captions). Shuffles are counted
 (`curate.shuffle`: `<prefix>_image_groups`, `<prefix>_caption_bands|signatures|candidates`)
 and so are the calls of each grouped step (`curate.dedup:<step>` counters).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -39,44 +42,22 @@ from curate.dedup.caption_lsh import (
     verify_candidates,
 )
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
+from curate.dedup.confirm import PairConfirmer
 from curate.dedup.groups import Edge, resolve
-from curate.dedup.minhash import MinHasher
 from curate.dedup.near import (
     ImageMember,
     NearAttributes,
-    eligible_text,
     image_edges_for_group,
     image_group_bits,
     image_group_keys,
-    near_attributes,
-    text_hasher,
 )
 from curate.dedup.semantic import assign_clusters, cluster_edges, fit_centroids
-from curate.dedup.sidecar import sidecar_attributes, sidecar_signature_batch
+from curate.dedup.sidecar import near_sidecar_rows, sidecar_attributes, sidecar_signature_batch
 from curate.shuffle import MeasuredCoGroupByKey, MeasuredGroupByKey
 
 Decision = tuple[str, str, Any]
 CALLS_NAMESPACE = "curate.dedup"  # counters of Beam calls per grouped step
 SHUFFLE_PREFIX = "phase2.near"  # shuffle counters: <prefix>_image_groups, <prefix>_caption_*
-
-
-class _Signatures(beam.DoFn):
-    """Batches of NearAttributes -> a SignatureBatch, MinHash over the whole batch."""
-
-    def __init__(self, config: NearDedupConfig) -> None:
-        self.config = config
-        self.hasher: MinHasher | None = None
-
-    def setup(self) -> None:
-        self.hasher = text_hasher(self.config.caption)
-
-    def process(self, batch: list[NearAttributes]) -> Iterator[SignatureBatch]:
-        if self.hasher is None:
-            self.setup()
-        assert self.hasher is not None
-        sigs = self.hasher.signatures([a.text or "" for a in batch]).values
-        ranks = np.array([a.keep_rank(self.config.keep) for a in batch], dtype=np.float64)
-        yield SignatureBatch([a.record_id for a in batch], sigs, ranks)
 
 
 def _counted(name: str, func: Callable[..., list]) -> Callable[..., list]:
@@ -91,6 +72,17 @@ def _counted(name: str, func: Callable[..., list]) -> Callable[..., list]:
 
 def _resolve_all(edges: list[Edge]) -> list[Decision]:
     return [d.as_tuple() for d in resolve(edges)]
+
+
+def _resolve_confirmed(
+    edges: list[Edge], rows: list[dict[str, Any]], config: NearDedupConfig
+) -> list[Decision]:
+    """Groups from the edges, each drop confirmed against its kept record (curate.dedup.confirm)."""
+    return [d.as_tuple() for d in resolve(edges, PairConfirmer(rows, config))]
+
+
+def _edge_records(edges: list[Edge]) -> frozenset[str]:
+    return frozenset(e.a for e in edges) | frozenset(e.b for e in edges)
 
 
 class SemanticEdges(beam.PTransform):
@@ -123,7 +115,12 @@ class SemanticEdges(beam.PTransform):
                 c=beam.pvalue.AsSingleton(centroids),
             )
             | "GroupClusters" >> beam.GroupByKey()
-            | "ClusterEdges" >> beam.FlatMap(lambda kv: cluster_edges(list(kv[1]), config.eps))
+            | "ClusterEdges"
+            >> beam.FlatMap(
+                lambda kv: cluster_edges(
+                    list(kv[1]), config.eps, skip_siblings=config.tower == "text"
+                )
+            )
         )
 
 
@@ -269,42 +266,37 @@ class NearDuplicates(beam.PTransform):
             min_batch_size=min(64, self.text_batch_size), max_batch_size=self.text_batch_size
         )
 
-    def _attributes(self, records: beam.PCollection) -> beam.PCollection:
+    def _rows(self, records: beam.PCollection) -> beam.PCollection:
+        """Sidecar rows: the input itself, or made here from full records (so both inputs take
+        one path and the confirmation step reads the same columns)."""
         if self.from_sidecar:
-            return records | "SidecarAttributes" >> beam.Map(sidecar_attributes)
-        return records | "NearAttributes" >> beam.Map(near_attributes, self.config)
-
-    def _signatures(
-        self, records: beam.PCollection, attrs: beam.PCollection | None
-    ) -> beam.PCollection:
-        """SignatureBatches of the eligible captions: read from sidecar rows (null when not
-        eligible) or MinHashed here from the records' attributes."""
-        config = self.config
-        if self.from_sidecar:
-            signed = records | "SignedRows" >> beam.Filter(lambda r: r.get("signature") is not None)
-            return self._batches("BatchRows", signed) | "SidecarSignatures" >> beam.Map(
-                sidecar_signature_batch, config
-            )
-        assert attrs is not None
-        eligible = attrs | "EligibleText" >> beam.Filter(
-            lambda a: eligible_text(a.text, config.caption)
+            return records
+        return self._batches("BatchRecords", records) | "NearRows" >> beam.FlatMap(
+            near_sidecar_rows, self.config
         )
-        return self._batches("BatchText", eligible) | "MinHash" >> beam.ParDo(_Signatures(config))
+
+    def _signatures(self, rows: beam.PCollection) -> beam.PCollection:
+        """SignatureBatches of the eligible captions (rows without one have a null signature)."""
+        signed = rows | "SignedRows" >> beam.Filter(lambda r: r.get("signature") is not None)
+        return self._batches("BatchRows", signed) | "SidecarSignatures" >> beam.Map(
+            sidecar_signature_batch, self.config
+        )
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         config = self.config
         image = config.enabled and config.image.enabled
         caption = config.enabled and config.caption.enabled
-        needs_attrs = image or (caption and not self.from_sidecar)
-        attrs = self._attributes(records) if needs_attrs else None
+        rows = self._rows(records) if image or caption else None
         edge_sets = []
         if image:
+            attrs = rows | "SidecarAttributes" >> beam.Map(sidecar_attributes)
             edge_sets.append(
                 attrs | "Image" >> ImageEdges(config, f"{self.shuffle_prefix}_image_groups")
             )
         if caption:
+            assert rows is not None
             edge_sets.append(
-                self._signatures(records, attrs)
+                self._signatures(rows)
                 | "Caption"
                 >> CaptionEdges(config.caption, self.caption_group_size, self.shuffle_prefix)
             )
@@ -312,9 +304,19 @@ class NearDuplicates(beam.PTransform):
             edge_sets.append(self.vectors | "Semantic" >> SemanticEdges(self.semantic))
         if not edge_sets:
             return records.pipeline | "NoDecisions" >> beam.Create([])
-        return (
+        edges = (
             tuple(edge_sets)
             | "FlattenEdges" >> beam.Flatten()
             | "AllEdges" >> beam.combiners.ToList()
-            | "ResolveGroups" >> beam.FlatMap(_resolve_all)
+        )
+        if rows is None:
+            return edges | "ResolveGroups" >> beam.FlatMap(_resolve_all)
+        involved = beam.pvalue.AsSingleton(edges | "EdgeRecords" >> beam.Map(_edge_records))
+        confirm_rows = (
+            rows
+            | "InvolvedRows" >> beam.Filter(lambda r, ids: r["record_id"] in ids, ids=involved)
+            | "ConfirmRows" >> beam.combiners.ToList()
+        )
+        return edges | "ResolveGroups" >> beam.FlatMap(
+            _resolve_confirmed, rows=beam.pvalue.AsSingleton(confirm_rows), config=config
         )

@@ -30,6 +30,11 @@ class ImageNearConfig(BaseModel):
     hash: Literal["phash", "dhash"] = "phash"
     max_hamming: int = Field(default=8, ge=0, le=32)
     confirm_dhash_max: int | None = Field(default=6, ge=0, le=64)
+    # Confirmation beyond 64 bits (curate.dedup.confirm): gradient correlation of 32x32
+    # thumbnails made in phase 1; None switches it off (hash thresholds alone decide).
+    thumb_size: int = Field(default=32, ge=8, le=64)
+    confirm_gradient_min: float | None = Field(default=0.985, ge=-1.0, le=1.0)
+    confirm_coarse_gradient_min: float = Field(default=0.993, ge=-1.0, le=1.0)
     max_pixels: int = 200_000_000
     # Resources, not policy: they change speed and memory, never the groups.
     chunk_size: int = Field(default=1 << 18, ge=1 << 10)
@@ -49,6 +54,41 @@ class TextNearConfig(BaseModel):
     min_jaccard: float = Field(default=0.5, ge=0.0, le=1.0)
     min_tokens: int = Field(default=4, ge=0)
     seed: int = 1
+    # Confirmation of caption pairs (curate.dedup.confirm): the cues that change a caption's
+    # meaning must agree, and for figures the images must not be clearly different.
+    same_cues: bool = True
+    laterality_words: list[str] = Field(
+        default_factory=lambda: [
+            "left",
+            "right",
+            "bilateral",
+            "unilateral",
+            "ipsilateral",
+            "contralateral",
+        ]
+    )
+    negation_words: list[str] = Field(
+        default_factory=lambda: [
+            "no",
+            "not",
+            "without",
+            "absent",
+            "absence",
+            "negative",
+            "none",
+            "never",
+            "neither",
+            "nor",
+            "free",
+            "lack",
+            "lacking",
+            "unremarkable",
+            "normal",
+            "abnormal",
+        ]
+    )
+    image_different_phash_min: int | None = Field(default=20, ge=0, le=64)
+    image_different_gradient_max: float = Field(default=0.5, ge=-1.0, le=1.0)
 
     @model_validator(mode="after")
     def _bands_fit(self) -> TextNearConfig:

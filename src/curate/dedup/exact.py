@@ -28,10 +28,18 @@ def text_field(field_names: Iterable[str]) -> str | None:
 
 
 def caption_image_key(text: str | None, image_sha256: str | None) -> str | None:
-    """One key for (normalised text, image): records sharing it are the same pair."""
+    """One key for (normalised text, image): records sharing it are the same pair.
+
+    A record without text (a DICOM image with no report, an empty caption) has no pair to
+    repeat: it gets no key here, and its copies are found by the image digest alone
+    (`duplicate_image`), never named `duplicate_caption_image`.
+    """
     if not image_sha256 or text is None:
         return None
-    return hashlib.sha256(f"{normalise_text(text)}\x00{image_sha256}".encode()).hexdigest()
+    normal = normalise_text(text)
+    if not normal:
+        return None
+    return hashlib.sha256(f"{normal}\x00{image_sha256}".encode()).hexdigest()
 
 
 def group_drops(

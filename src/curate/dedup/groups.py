@@ -10,8 +10,9 @@ reason of its strongest edge and the id of the kept record.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # When a record has edges of several kinds, the most specific evidence names the reason.
 REASON_PRIORITY = (
@@ -78,12 +79,62 @@ def _reason_rank(reason: str) -> int:
     return REASON_PRIORITY.index(reason) if reason in REASON_PRIORITY else len(REASON_PRIORITY)
 
 
-def resolve(edges: Iterable[Edge]) -> list[Duplicate]:
+class Confirmer(Protocol):
+    """Checks candidate members against a kept record (curate.dedup.confirm.PairConfirmer)."""
+
+    handles: frozenset[str]  # edge reasons it decides; edges of other reasons stand as given
+
+    def confirm(self, keep: str, others: Sequence[str]) -> list[str | None]: ...
+
+
+def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[Duplicate]:
     """Group records by the edges and pick the representative of each group.
 
     The representative has the highest rank (e.g. pixel count under `highest_resolution`);
     ties go to the lowest record id, so the result does not depend on edge order.
+
+    With a `confirmer`, edges only propose candidate groups: each group keeps its best record,
+    drops the members confirmed against it (`confirmer.confirm`, or a direct edge of a reason
+    the confirmer does not decide, e.g. semantic), and repeats on the members left, so every
+    drop is confirmed against the record it names and one weak link cannot chain neighbours in.
     """
+    edges = list(edges)
+    if confirmer is None:
+        return _resolve_components(edges)
+    uf = UnionFind()
+    rank: dict[str, float] = {}
+    direct: dict[tuple[str, str], str] = {}
+    for edge in edges:
+        uf.union(edge.a, edge.b)
+        for rid, r in ((edge.a, edge.a_rank), (edge.b, edge.b_rank)):
+            rank[rid] = max(rank.get(rid, r), r)
+        if edge.reason not in confirmer.handles:
+            for pair in ((edge.a, edge.b), (edge.b, edge.a)):
+                current = direct.get(pair)
+                if current is None or _reason_rank(edge.reason) < _reason_rank(current):
+                    direct[pair] = edge.reason
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rid in rank:
+        groups[uf.find(rid)].append(rid)
+    out: list[Duplicate] = []
+    for members in groups.values():
+        remaining = sorted(members, key=lambda rid: (-rank[rid], rid))
+        while len(remaining) > 1:
+            keep, rest = remaining[0], remaining[1:]
+            reasons = confirmer.confirm(keep, rest)
+            left = []
+            for rid, reason in zip(rest, reasons):
+                reason = reason or direct.get((keep, rid))
+                if reason is None:
+                    left.append(rid)
+                else:
+                    out.append(Duplicate(rid, reason, keep))
+            remaining = left
+    return sorted(out)
+
+
+def _resolve_components(edges: Iterable[Edge]) -> list[Duplicate]:
+    """Every member of a connected group duplicates its representative (no confirmation)."""
     uf = UnionFind()
     rank: dict[str, float] = {}
     reasons: dict[str, str] = {}

@@ -90,7 +90,30 @@ def image_hashes(
     data: bytes, methods: tuple[str, ...], max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict[str, int]:
     """Several hashes from one decode (near-dedup wants pHash and dHash of every image)."""
+    return gray_hashes(decode_gray(data, (128, 128), max_pixels), methods)
+
+
+def image_signals(
+    data: bytes,
+    methods: tuple[str, ...],
+    thumb_size: int | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[dict[str, int], bytes | None]:
+    """Hashes and, with `thumb_size`, the thumbnail (`thumbnail_pixels`) from one decode."""
     gray = decode_gray(data, (128, 128), max_pixels)
+    thumb = thumbnail_pixels(_resize(gray, (thumb_size, thumb_size))) if thumb_size else None
+    return gray_hashes(gray, methods), thumb
+
+
+def thumbnail_pixels(pixels: np.ndarray) -> bytes:
+    """A square grayscale thumbnail stretched to 0..255 (brightness and contrast shifts of a
+    copy vanish) as row-major uint8 bytes: the finer check of near-dup candidates."""
+    lo, hi = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(pixels)
+    return np.round(scaled).astype(np.uint8).tobytes()
+
+
+def gray_hashes(gray: Image.Image, methods: tuple[str, ...]) -> dict[str, int]:
     out: dict[str, int] = {}
     for method in methods:
         if method == "phash":

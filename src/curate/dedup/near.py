@@ -15,10 +15,11 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.dedup.config import NearDedupConfig, TextNearConfig
+from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
 from curate.dedup.imagehash import (
     hamming_matrix,
-    image_hashes,
+    image_signals,
     open_image,
 )
 from curate.dedup.minhash import MinHasher, lsh_band_keys, word_tokens
@@ -38,6 +39,9 @@ class NearAttributes:
     pixels: int
     text: str | None
     confirm_hash: int | None = None  # dHash, to confirm pHash candidates
+    thumb: bytes | None = None  # thumbnail for the finer check (curate.dedup.confirm)
+    cues: int | None = None  # the caption's cue key (curate.dedup.confirm.caption_cues)
+    figure_key: str | None = None  # graphics of one figure share it
 
     def keep_rank(self, keep: str) -> float:
         return float(self.pixels) if keep == "highest_resolution" else 0.0
@@ -58,13 +62,17 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
     record_id = str(record["record_id"])
     hash_value: int | None = None
     confirm: int | None = None
+    thumb: bytes | None = None
     data = record.get("image")
     if config.image.enabled and data:
         methods: tuple[str, ...] = (config.image.hash,)
         if config.image.confirm_dhash_max is not None:
             methods += ("dhash",)
+        thumb_size = (
+            config.image.thumb_size if config.image.confirm_gradient_min is not None else None
+        )
         try:
-            hashes = image_hashes(data, methods, config.image.max_pixels)
+            hashes, thumb = image_signals(data, methods, thumb_size, config.image.max_pixels)
         except InputError:
             hashes = {}
         hash_value = hashes.get(config.image.hash)
@@ -76,7 +84,17 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
         # No size columns: read it from the header (already known to be readable).
         width, height = open_image(data, config.image.max_pixels).size
     text = record_text(record, config.caption.fields) if config.caption.enabled else None
-    return NearAttributes(record_id, hash_value, int(width) * int(height), text, confirm)
+    cues = caption_cues(text, config.caption) if eligible_text(text, config.caption) else None
+    return NearAttributes(
+        record_id,
+        hash_value,
+        int(width) * int(height),
+        text,
+        confirm,
+        thumb if hash_value is not None else None,
+        cues,
+        figure_key(record),
+    )
 
 
 # ---- image edges ----------------------------------------------------------------------------
@@ -690,7 +708,12 @@ def text_signatures(
 
 
 def caption_edges(attrs: Sequence[NearAttributes], config: NearDedupConfig) -> list[Edge]:
-    chosen, sigs = text_signatures(attrs, config.caption)
+    return _caption_edges(*text_signatures(attrs, config.caption), config)
+
+
+def _caption_edges(
+    chosen: Sequence[NearAttributes], sigs: np.ndarray, config: NearDedupConfig
+) -> list[Edge]:
     if not chosen:
         return []
     keys = lsh_band_keys(sigs, config.caption.bands, config.caption.rows)
@@ -737,12 +760,30 @@ def find_near_duplicates_from_attributes(
     if len(set(ids)) != len(ids):
         raise ValueError("near-dedup needs unique record ids (run exact dedup first)")
     edges: list[Edge] = []
+    signatures: dict[str, np.ndarray] = {}
     if config.image.enabled:
         edges.extend(image_edges(attrs, config))
     if config.caption.enabled:
-        edges.extend(caption_edges(attrs, config))
+        chosen, sigs = text_signatures(attrs, config.caption)
+        edges.extend(_caption_edges(chosen, sigs, config))
+        signatures = {a.record_id: sig for a, sig in zip(chosen, sigs)}
     edges.extend(extra_edges)
-    return resolve(edges)
+    involved = {e.a for e in edges} | {e.b for e in edges}
+    rows = [confirm_row(a, signatures.get(a.record_id)) for a in attrs if a.record_id in involved]
+    return resolve(edges, PairConfirmer(rows, config))
+
+
+def confirm_row(attrs: NearAttributes, signature: np.ndarray | None) -> dict:
+    """What `PairConfirmer` reads of one record (the near sidecar's columns)."""
+    return {
+        "record_id": attrs.record_id,
+        "image_hash": attrs.image_hash,
+        "confirm_hash": attrs.confirm_hash,
+        "thumb": attrs.thumb,
+        "signature": signature,
+        "cues": attrs.cues,
+        "figure_key": attrs.figure_key,
+    }
 
 
 __all__ = [
@@ -750,6 +791,7 @@ __all__ = [
     "IMAGE_REASON",
     "NearAttributes",
     "caption_edges",
+    "confirm_row",
     "find_near_duplicates",
     "find_near_duplicates_from_attributes",
     "hamming_matrix",

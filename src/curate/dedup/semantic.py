@@ -64,13 +64,23 @@ def assign_clusters(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.argmax(normalize_rows(vectors) @ centroids.T, axis=1)
 
 
+def parent_id(record_id: str) -> str:
+    """The unit part of a record id: `<pmcid>/<figure id>` for a figure's graphic
+    `<pmcid>/<figure id>/<graphic index>`, the study for an image of a study."""
+    return record_id.rsplit("/", 1)[0]
+
+
 def cluster_edges(
     members: Sequence[tuple[str, np.ndarray, float]],
     eps: float,
     reason: str = SEMANTIC_REASON,
     chunk: int = 2048,
+    *,
+    skip_siblings: bool = False,
 ) -> list[Edge]:
-    """Edges between (record_id, vector, keep_rank) members with cosine > 1 - eps."""
+    """Edges between (record_id, vector, keep_rank) members with cosine > 1 - eps. With
+    `skip_siblings` (the text tower) records of one parent are never edges: the graphics of one
+    figure, or the images of one study, share their text by construction, not by copying."""
     if len(members) < 2:
         return []
     members = sorted(members, key=lambda m: m[0])
@@ -83,7 +93,9 @@ def cluster_edges(
         rows, cols = np.nonzero(sims > 1.0 - eps)
         for r, c in zip(rows.tolist(), cols.tolist()):
             i = lo + r
-            if i < c and uf.union(ids[i], ids[c]):
+            if i >= c or (skip_siblings and parent_id(ids[i]) == parent_id(ids[c])):
+                continue
+            if uf.union(ids[i], ids[c]):
                 edges.append(Edge(ids[i], ids[c], reason, members[i][2], members[c][2]))
     return edges
 
@@ -103,7 +115,9 @@ def semantic_edges(
         clusters[label].append((rid, vec, (ranks or {}).get(rid, 0.0)))
     edges: list[Edge] = []
     for label in sorted(clusters):
-        edges.extend(cluster_edges(clusters[label], config.eps))
+        edges.extend(
+            cluster_edges(clusters[label], config.eps, skip_siblings=config.tower == "text")
+        )
     return edges
 
 

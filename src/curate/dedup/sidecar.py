@@ -10,6 +10,11 @@ A row holds what `NearDuplicates(config, from_sidecar=True)` needs, and nothing 
     signature     list<uint32>, null   the caption's MinHash (`MinHasher.signatures` dtype,
                                  stored losslessly: verification compares them exactly); null
                                  when the caption is not eligible (`eligible_text`)
+    thumb         binary, null   `thumb_size`^2 bytes: the grayscale thumbnail stretched to
+                                 0..255 that confirms image candidates (curate.dedup.confirm);
+                                 null without an image or with confirmation off
+    cues          uint64, null   the caption's cue key (numbers+units, laterality, negation)
+    figure_key    string, null   <pmcid>/<figure id>: graphics of one figure share it
 
 The rows depend on the config that made them (hash method, MinHash parameters, eligibility):
 the schema carries a fingerprint of those settings (`near_sidecar_fingerprint`), so a reader
@@ -45,6 +50,7 @@ def near_sidecar_fingerprint(config: NearDedupConfig) -> str:
             "hash": image.hash,
             "confirm": image.confirm_dhash_max is not None,
             "max_pixels": image.max_pixels,
+            "thumb": image.thumb_size if image.confirm_gradient_min is not None else None,
         },
         "caption": {
             "enabled": caption.enabled,
@@ -54,6 +60,7 @@ def near_sidecar_fingerprint(config: NearDedupConfig) -> str:
             "num_perm": caption.num_perm,
             "seed": caption.seed,
             "min_tokens": caption.min_tokens,
+            "cues": [sorted(caption.laterality_words), sorted(caption.negation_words)],
         },
     }
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
@@ -68,6 +75,9 @@ def near_sidecar_schema(config: NearDedupConfig) -> pa.Schema:
             pa.field("confirm_hash", pa.uint64()),
             pa.field("pixels", pa.int64(), nullable=False),
             pa.field("signature", pa.list_(pa.uint32())),
+            pa.field("thumb", pa.binary()),
+            pa.field("cues", pa.uint64()),
+            pa.field("figure_key", pa.string()),
         ],
         metadata={FINGERPRINT_KEY: near_sidecar_fingerprint(config).encode()},
     )
@@ -101,6 +111,9 @@ def near_sidecar_rows(records: Sequence[Record], config: NearDedupConfig) -> lis
             "confirm_hash": a.confirm_hash,
             "pixels": a.pixels,
             "signature": None,
+            "thumb": a.thumb,
+            "cues": a.cues,
+            "figure_key": a.figure_key,
         }
         for a in attrs
     ]
@@ -130,6 +143,9 @@ def sidecar_attributes(row: Mapping[str, Any]) -> NearAttributes:
         pixels=int(row.get("pixels") or 0),
         text=None,
         confirm_hash=None if row.get("confirm_hash") is None else int(row["confirm_hash"]),
+        thumb=row.get("thumb"),
+        cues=None if row.get("cues") is None else int(row["cues"]),
+        figure_key=row.get("figure_key"),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import yaml
@@ -58,3 +59,49 @@ class ModalityTagger(Stage):
         if "modality" in record and not record.get("modality"):
             record["modality"] = self.classify(record)
         yield record
+
+
+# ---- volumes: DICOM Modality codes from the spec, the header or the file name ----------------
+
+_NAME_SPLIT = re.compile(r"[_\-.\s]+")
+
+
+@cache
+def _volume_name_rules(rules_ref: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    data: dict[str, Any] = yaml.safe_load(
+        (resource_dir("curation_rules") / f"{rules_ref}.yaml").read_text()
+    )
+    return tuple(
+        (str(entry["code"]), frozenset(str(t).lower() for t in entry["tokens"]))
+        for entry in data["modalities"]
+    )
+
+
+def volume_modality_from_name(name: str, rules_ref: str = "volume_modality.v1") -> str | None:
+    """`example_mr_sm.nii.gz` -> MR; None when no token of the name is known."""
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (".nii.gz", ".nii", ".gz"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    tokens = {t.lower() for t in _NAME_SPLIT.split(stem) if t}
+    for code, known in _volume_name_rules(rules_ref):
+        if tokens & known:
+            return code
+    return None
+
+
+def volume_modality(
+    *, header: str | None = None, declared: str | None = None, file_name: str | None = None
+) -> tuple[str | None, str | None]:
+    """(modality, where it came from): the DICOM header first, then the spec's value, then the
+    file name; (None, None) when none says."""
+    if header:
+        return header.strip().upper(), "dicom_header"
+    if declared:
+        return declared, "spec"
+    if file_name:
+        found = volume_modality_from_name(file_name)
+        if found:
+            return found, "file_name"
+    return None, None

@@ -78,6 +78,15 @@ class Source:
     def schemas(cls) -> tuple[str, ...]:
         return (cls.schema_ref, *cls.also_produces)
 
+    @classmethod
+    def uses_salt(cls, options: dict[str, Any]) -> bool:
+        """Whether a build with these options pseudonymises identifiers (and so needs its
+        de-identification salt): sources with a `uid_salt` option, except the text-only
+        `record_mode: report`, which reads no DICOM and hashes nothing."""
+        if "uid_salt" not in cls.options_model.model_fields:
+            return False
+        return options.get("record_mode") != "report"
+
     def discover(self) -> Iterator[Unit]:
         """Every unit, settled and sorted by id: the single-process path (tests, small inputs);
         a build runs the same three steps on workers."""

@@ -59,7 +59,11 @@ class CtRateOptions(SourceOptions):
     require_report: bool = Field(
         True, description="reject volumes without a report row (report_missing)"
     )
-    modality: str = Field("CT", description="modality of NIfTI volumes (DICOM gives its own)")
+    modality: str | None = Field(
+        None,
+        description="modality of NIfTI volumes (DICOM gives its own); None reads it from the file "
+        "name (curation_rules/volume_modality.v1.yaml), else leaves it null",
+    )
     volume_index: int | None = Field(
         None, description="4D NIfTI: which volume to take; None rejects 4D inputs"
     )
@@ -237,6 +241,7 @@ class CtRateSource(Source):
         return self.options.require_report and unit.meta.get("report") is None
 
     def _read_nifti(self, unit: Unit) -> Iterator[Record | Rejected]:
+        from curate.enrich.modality import volume_modality
         from curate.parse.volume import Volume, load_nifti
 
         name = unit.meta["volume_name"]
@@ -246,7 +251,9 @@ class CtRateSource(Source):
             subject_id=subject_id,
             source_split=source_split,
             series_uid_hash=None,
-            modality=self.options.modality,
+            modality=volume_modality(
+                declared=self.options.modality, file_name=posixpath.basename(unit.uri)
+            )[0],
             metadata_json=None,
         )
         if self._missing_report(unit):

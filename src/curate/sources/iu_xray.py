@@ -10,6 +10,8 @@ The `image` column describes the examination and becomes the `examination` secti
 de-identification placeholders become `___` (counted as `source_placeholder`). Without an image
 folder every projection is a `Rejected` record `image_missing`, so text-only work still sees
 every report; with a folder, a projection whose file is absent is a `missing_file` dead letter.
+`record_mode: report` gives one kept text-only record per report instead, images not read
+(`curate.sources.report_only`), so a report corpus can be labelled without its images.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from curate.sources.radiology import (
     image_stem,
     read_csv_rows,
 )
+from curate.sources.report_only import (
+    RECORD_MODE_HELP,
+    REPORT_MODE,
+    RecordMode,
+    report_record,
+)
 from curate.stages import Failed, Record, Rejected
 
 _TEXT_COLUMNS = (
@@ -45,6 +53,7 @@ _PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
 
 
 class IuXrayOptions(RadiologyOptions):
+    record_mode: RecordMode = Field("image", description=RECORD_MODE_HELP)  # type: ignore[assignment]
     reports_csv: str = Field("indiana_reports.csv", description="report CSV, relative to path")
     projections_csv: str | None = Field(
         "indiana_projections.csv", description="projection CSV, relative to path; null: none"
@@ -99,7 +108,8 @@ class IuXraySource(Source):
                 _resolve(self.path, opts.projections_csv), ("uid", "filename")
             ):
                 projections.setdefault(row["uid"], []).append(row)
-        images_dir = self._images_dir()
+        # reports-only: the image folder is not needed, nor looked for
+        images_dir = None if opts.record_mode == REPORT_MODE else self._images_dir()
         seen: set[str] = set()
         for row in rows:
             uid = row["uid"]
@@ -160,12 +170,16 @@ class IuXraySource(Source):
             "study_id": uid,
             "procedure": text.get("examination"),
         }
+        schema_fields = load_schema(self.schema_ref).field_names
+        if self.options.record_mode == REPORT_MODE:
+            yield report_record(base, text, schema_fields, self.options.modality)
+            return
         yield from assemble(
             base=base,
             text=text,
             images=meta["images"],
             options=self.options,
-            schema_fields=load_schema(self.schema_ref).field_names,
+            schema_fields=schema_fields,
             unit_uri=unit.uri,
             unit_id=unit.unit_id,
         )

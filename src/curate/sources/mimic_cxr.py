@@ -10,7 +10,9 @@ points elsewhere when they are unpacked apart). Optional CSVs, plain or gzip'd, 
 The official split presets `record['split']` (`validate` -> `validation`); the engine keeps it.
 Studies come from the union of the metadata rows, the report files and the image folders, so a
 report without images, images without a report and metadata rows without files are all
-accounted for (see `curate.sources.radiology` for which becomes what).
+accounted for (see `curate.sources.radiology` for which becomes what). `record_mode: report`
+gives one kept text-only record per report, images not read (`curate.sources.report_only`); a
+study without a report is still a `missing_file` error.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ from curate.sources.radiology import (
     read_csv_rows,
     read_text_file,
 )
+from curate.sources.report_only import (
+    RECORD_MODE_HELP,
+    REPORT_MODE,
+    RecordMode,
+    report_record,
+)
 from curate.stages import Failed, Record, Rejected
 
 _REPORT = re.compile(r"(?:^|/)p\d+/p(\d+)/s(\d+)\.txt$")
@@ -52,6 +60,7 @@ _ID_COLUMNS = ("subject_id", "study_id")
 
 
 class MimicCxrOptions(RadiologyOptions):
+    record_mode: RecordMode = Field("image", description=RECORD_MODE_HELP)  # type: ignore[assignment]
     reports_root: str | None = Field(
         None, description="folder holding files/pXX/p<subject>/s<study>.txt; default: `path`"
     )
@@ -280,12 +289,16 @@ class MimicCxrSource(Source):
             "label_source": meta.get("label_source"),
             "split": meta.get("split"),
         }
+        schema_fields = load_schema(self.schema_ref).field_names
+        if self.options.record_mode == REPORT_MODE:
+            yield report_record(base, text, schema_fields, self.options.modality)
+            return
         yield from assemble(
             base=base,
             text=text,
             images=meta["images"],
             options=self.options,
-            schema_fields=load_schema(self.schema_ref).field_names,
+            schema_fields=schema_fields,
             unit_uri=unit.uri,
             unit_id=unit.unit_id,
         )

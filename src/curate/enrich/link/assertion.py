@@ -1,11 +1,17 @@
 """Radiology-aware assertion (present / absent / uncertain), ConText/NegEx style.
 
-Rules come from `curation_rules/linking/assertion.v1.yaml`. A text is split into sentences and
-scanned once for trigger phrases (longest match first, pseudo-triggers and terminators included),
-so many mentions in one text cost one scan. A negation or uncertainty trigger opens a scope
-forward, backward or both, inside its sentence, up to a terminator or a token limit; the
-nearest covering trigger decides a mention's assertion. Triggers inside the mention itself do
-not count ("Absent radius" is a present phenotype).
+Rules come from `curation_rules/linking/assertion.v2.yaml` (v1 stays loadable). A text is split
+into sentences and scanned once for trigger phrases (longest match first, pseudo-triggers and
+terminators included), so many mentions in one text cost one scan. A negation or uncertainty
+trigger opens a scope forward, backward or both, inside its sentence, up to a terminator or a
+token limit; the nearest covering trigger decides a mention's assertion. Triggers inside the
+mention itself do not count ("Absent radius" is a present phenotype).
+
+Two refinements (v2 rule files): some terminators end only a forward negation ("no
+cardiomegaly with bilateral effusions", "no definite effusion seen, left hilar nodule"), and a
+backward trigger may carry its own, longer window ("A, B and C have cleared": a plural verb
+after a list). De-identification placeholders (`XXXX`, `___`) are one token each, so windows
+measure the same on raw and de-identified text.
 """
 
 from __future__ import annotations
@@ -23,26 +29,32 @@ from curate.errors import SpecError
 from curate.resources import resource_path
 
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
-DEFAULT_RULES = "linking/assertion.v1.yaml"
+DEFAULT_RULES = "linking/assertion.v2.yaml"
 
-_TRIGGER_TOKEN = re.compile(r"[A-Za-z0-9]+|[;:?]")
+_TRIGGER_TOKEN = re.compile(r"[A-Za-z0-9]+|_{3,}|[;:?]")
+
+
+def _word(token: str) -> str:
+    # every placeholder spelling reads as `xxxx` (IU's XXXX, the `___` a build writes)
+    return "xxxx" if token[0] == "_" else token.lower()
 
 
 def _trigger_tokens(text: str) -> tuple[str, ...]:
-    return tuple(m.group().lower() for m in _TRIGGER_TOKEN.finditer(text))
+    return tuple(_word(m.group()) for m in _TRIGGER_TOKEN.finditer(text))
 
 
 @dataclass(frozen=True)
 class Trigger:
     tokens: tuple[str, ...]
-    kind: str  # negated | uncertain | pseudo | terminator
+    kind: str  # negated | uncertain | pseudo | terminator | forward_negation_terminator
     forward: bool = False
     backward: bool = False
+    backward_max: int | None = None  # this trigger's own backward window (else the rules')
 
     @property
     def rank(self) -> tuple[int, int]:
         # Longest phrase first; on a tie, pseudo > terminator > a scope-opening trigger.
-        order = {"pseudo": 2, "terminator": 1}.get(self.kind, 0)
+        order = {"pseudo": 2, "terminator": 1, "forward_negation_terminator": 1}.get(self.kind, 0)
         return (len(self.tokens), order)
 
 
@@ -69,7 +81,13 @@ class AssertionRules:
     def from_dict(cls, data: dict[str, Any]) -> AssertionRules:
         merged: dict[tuple[str, ...], Trigger] = {}
 
-        def add(phrases: list[str], kind: str, forward: bool = False, backward: bool = False):
+        def add(
+            phrases: list[str],
+            kind: str,
+            forward: bool = False,
+            backward: bool = False,
+            backward_max: int | None = None,
+        ) -> None:
             for phrase in phrases:
                 if not isinstance(phrase, str):
                     # YAML reads a bare `no` as False: quote trigger words in the rule file.
@@ -78,18 +96,28 @@ class AssertionRules:
                 if not tokens:
                     raise ValueError(f"trigger {phrase!r} has no tokens")
                 old = merged.get(tokens)
-                fw, bw = forward, backward
+                fw, bw, limit = forward, backward, backward_max
                 if old is not None and old.kind == kind:
                     # The same phrase listed forward and backward opens both scopes.
                     fw, bw = fw or old.forward, bw or old.backward
+                    limit = max(limit or 0, old.backward_max or 0) or None
                 elif old is not None and old.rank[1] > Trigger(tokens, kind).rank[1]:
                     continue
-                merged[tokens] = Trigger(tokens, kind, fw, bw)
+                merged[tokens] = Trigger(tokens, kind, fw, bw, limit)
 
         for kind in ("negated", "uncertain"):
             add(data[kind].get("forward", {}).get("phrases", []), kind, forward=True)
             add(data[kind].get("backward", {}).get("phrases", []), kind, backward=True)
+            if backward_list := data[kind].get("backward_list"):
+                add(
+                    backward_list["phrases"],
+                    kind,
+                    backward=True,
+                    backward_max=int(backward_list["max_tokens"]),
+                )
         add(data["terminators"]["phrases"], "terminator")
+        if forward_negation := data["terminators"].get("forward_negation"):
+            add(forward_negation["phrases"], "forward_negation_terminator")
         add(data["pseudo"]["phrases"], "pseudo")
         return cls(
             name=data["name"],
@@ -139,6 +167,12 @@ class _AnalysedText:
         return ABSENT if best[1] == "negated" else UNCERTAIN
 
 
+def _next_at(positions: list[int], at: int, default: int) -> int:
+    """The first of the sorted `positions` at or after `at`, else `default`."""
+    nxt = bisect.bisect_left(positions, at)
+    return positions[nxt] if nxt < len(positions) else default
+
+
 class AssertionDetector:
     """Applies `AssertionRules` to texts; build once, call `analyse(text)` per text."""
 
@@ -149,15 +183,25 @@ class AssertionDetector:
             self._by_first.setdefault(trigger.tokens[0], []).append(trigger)
         for options in self._by_first.values():
             options.sort(key=lambda t: t.rank, reverse=True)
+        # the linker and each label set analyse the same field: remember the last few texts
+        self._recent: dict[str, _AnalysedText] = {}
 
     def analyse(self, text: str) -> _AnalysedText:
+        analysed = self._recent.get(text)
+        if analysed is None:
+            if len(self._recent) >= 32:
+                self._recent.clear()
+            analysed = self._recent[text] = self._analyse(text)
+        return analysed
+
+    def _analyse(self, text: str) -> _AnalysedText:
         starts: list[int] = []
         ends: list[int] = []
         scopes: list[_Scope] = []
         sentence_of: list[int] = []
         for number, (s_start, s_end) in enumerate(sentence_spans(text)):
             words = [
-                (m.group().lower(), m.start(), m.end())
+                (_word(m.group()), m.start(), m.end())
                 for m in _TRIGGER_TOKEN.finditer(text, s_start, s_end)
             ]
             base = len(starts)
@@ -184,13 +228,17 @@ class AssertionDetector:
             i += len(match.tokens)
         terminators = [start for start, _, t in found if t.kind == "terminator"]
         terminator_ends = [end for _, end, t in found if t.kind == "terminator"]
+        closers = [start for start, _, t in found if t.kind == "forward_negation_terminator"]
         scopes: list[_Scope] = []
         for start, end, trigger in found:
             if trigger.kind not in ("negated", "uncertain"):
                 continue
             if trigger.forward:
-                nxt = bisect.bisect_left(terminators, end)
-                stop = terminators[nxt] if nxt < len(terminators) else len(words)
+                stop = _next_at(terminators, end, len(words))
+                if trigger.kind == "negated":
+                    # a closing verb ends a negation only after a negated word: "no effusion
+                    # seen, left nodule" ends at "seen", "no visualized pneumothorax" does not
+                    stop = min(stop, _next_at(closers, end + 1, len(words)))
                 stop = min(stop, end + self.rules.max_forward)
                 if stop > end:
                     scopes.append(
@@ -199,7 +247,7 @@ class AssertionDetector:
             if trigger.backward:
                 prv = bisect.bisect_right(terminator_ends, start) - 1
                 begin = terminator_ends[prv] if prv >= 0 else 0
-                begin = max(begin, start - self.rules.max_backward)
+                begin = max(begin, start - (trigger.backward_max or self.rules.max_backward))
                 if begin < start:
                     scopes.append(
                         _Scope(trigger.kind, base + begin, base + start, base + start, base + end)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curate.enrich.link.labels import LABEL_SET_FILES
+from curate.enrich.link.labels import LABEL_SET_FILES, UncertainAs
 
 DEFAULT_FIELDS = [
     "caption",
@@ -17,7 +17,11 @@ DEFAULT_FIELDS = [
     "report_text",
     "sections",
 ]
-DEFAULT_LABEL_FIELDS = ["findings", "impression", "report_text"]
+# Labels read what the radiologist saw: findings and impression. Indication, history and
+# comparison name reasons and priors ("r/o pneumonia"), so they decide labels only when a spec
+# lists them. A report without any header has one `text` section: it is read instead.
+DEFAULT_LABEL_FIELDS = ["findings", "impression"]
+DEFAULT_LABEL_FALLBACK = ["sections.text"]
 
 
 class LinkConfig(BaseModel):
@@ -44,9 +48,19 @@ class LinkConfig(BaseModel):
         default_factory=lambda: list(DEFAULT_LABEL_FIELDS),
         description="report fields whose mentions decide derived_labels (not indication/history)",
     )
+    label_fallback: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LABEL_FALLBACK),
+        description="read when no label field has text: a field, or `field.section` of a "
+        "sections list (default: the `text` section of a report without headers)",
+    )
+    uncertain_as: UncertainAs | dict[str, UncertainAs] | None = Field(
+        default=None,
+        description="map uncertain labels to positive (U-Ones) or negative (U-Zeros): one "
+        "value for every label set, or per set name; None = each set's own (uncertain)",
+    )
     linker_rules: str | None = Field(default=None, description="None = linking/linker.v1.yaml")
     assertion_rules: str | None = Field(
-        default=None, description="None = linking/assertion.v1.yaml"
+        default=None, description="None = linking/assertion.v2.yaml"
     )
     on_huge_text: Literal["truncate", "reject"] = "truncate"
 
@@ -60,3 +74,18 @@ class LinkConfig(BaseModel):
                     "or the path of a label-set YAML file"
                 )
         return value
+
+    def uncertain_as_for(self, label_set: str) -> UncertainAs | None:
+        if isinstance(self.uncertain_as, dict):
+            return self.uncertain_as.get(label_set)
+        return self.uncertain_as
+
+    @model_validator(mode="after")
+    def _uncertain_as_names_sets(self) -> LinkConfig:
+        if isinstance(self.uncertain_as, dict):
+            unknown = sorted(set(self.uncertain_as) - set(self.label_sets))
+            if unknown:
+                raise ValueError(
+                    f"uncertain_as names {unknown}, which are not in label_sets {self.label_sets}"
+                )
+        return self

@@ -5,15 +5,22 @@ aliases. Mentions are linked entities with a listed CUI plus alias matches found
 linker's tokenisation; each mention carries its sentence's assertion. Aggregation follows
 CheXpert: positive if any mention is present, else uncertain if any is uncertain, else negative
 if any is absent (or a `negative_phrases` match is present: "heart size is normal"), else
-not_mentioned. `derived_labels` entries are `{"observation": <name>, "value": ...}`, the same
-struct and names as the `labels` a source gives (MIMIC's CheXpert CSV), so templates read both.
+not_mentioned. `exclude` phrases hide every mention they cover, linked entities included.
+`derived_labels` entries are `{"observation": <name>, "value": ...}`, the same struct and names
+as the `labels` a source gives (MIMIC's CheXpert CSV), so templates read both.
+
+Uncertainty policy: each label set names its `uncertain_as` (positive | negative | uncertain;
+the bundled sets keep `uncertain`); a spec overrides it per set (`link.uncertain_as`). The map
+is applied last, after "No Finding" is derived from the unmapped values (as CheXpert's U-Ones /
+U-Zeros map a labeller's output).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,10 +35,17 @@ POSITIVE, NEGATIVE, UNCERTAIN_LABEL, NOT_MENTIONED = (
     "uncertain",
     "not_mentioned",
 )
+# A bare name takes the newest version; a versioned name reproduces an older one.
 LABEL_SET_FILES = {
-    "chexpert14": "linking/labels_chexpert14.v1.yaml",
-    "chestxray14": "linking/labels_chestxray14.v1.yaml",
+    "chexpert14": "linking/labels_chexpert14.v2.yaml",
+    "chestxray14": "linking/labels_chestxray14.v2.yaml",
+    "chexpert14.v1": "linking/labels_chexpert14.v1.yaml",
+    "chestxray14.v1": "linking/labels_chestxray14.v1.yaml",
+    "chexpert14.v2": "linking/labels_chexpert14.v2.yaml",
+    "chestxray14.v2": "linking/labels_chestxray14.v2.yaml",
 }
+UncertainAs = Literal["positive", "negative", "uncertain"]
+UNCERTAIN_AS_VALUES = ("positive", "negative", "uncertain")
 _EXCLUDE, _NEGATIVE = "\x00exclude", "\x00negative:"
 
 
@@ -61,12 +75,13 @@ class LabelSet:
     exclude: tuple[str, ...] = ()
     no_finding: str | None = None
     no_finding_ignores: frozenset[str] = field(default_factory=frozenset)
+    uncertain_as: UncertainAs = "uncertain"
 
     @classmethod
     def load(cls, key_or_path: str | Path) -> LabelSet:
         if str(key_or_path) in LABEL_SET_FILES:
-            key = str(key_or_path)
-            path = resource_path("curation_rules", LABEL_SET_FILES[key])
+            key = str(key_or_path).split(".")[0]
+            path = resource_path("curation_rules", LABEL_SET_FILES[str(key_or_path)])
         else:
             path = Path(key_or_path)
             key = path.name.split(".")[0].removeprefix("labels_")
@@ -94,6 +109,11 @@ class LabelSet:
                 for o in data["observations"]
             )
             no_finding = data.get("no_finding") or {}
+            uncertain_as = (data.get("uncertain_as") or {}).get("value", "uncertain")
+            if uncertain_as not in UNCERTAIN_AS_VALUES:
+                raise ValueError(
+                    f"uncertain_as {uncertain_as!r} is not one of {UNCERTAIN_AS_VALUES}"
+                )
             return cls(
                 key=key,
                 name=str(data["name"]),
@@ -101,6 +121,7 @@ class LabelSet:
                 exclude=tuple(_strings((data.get("exclude") or {}).get("phrases", []), "exclude")),
                 no_finding=no_finding.get("name"),
                 no_finding_ignores=frozenset(no_finding.get("ignore", [])),
+                uncertain_as=uncertain_as,
             )
         except (OSError, yaml.YAMLError) as exc:
             raise SpecError(f"{path}: cannot read label set ({exc})") from exc
@@ -113,6 +134,38 @@ class LabelSet:
         return ([self.no_finding] if self.no_finding else []) + names
 
 
+_OR = re.compile(r"[ \t]*(?:and[ \t]*/[ \t]*)?or[ \t]+", re.IGNORECASE)
+
+
+def _or_hedged(
+    text: str, mentions: list[tuple[int, int, str, str]]
+) -> list[tuple[int, int, str, str]]:
+    """Two findings joined by "or" ("atelectasis or infiltrate") hedge each other: both
+    become uncertain when neither is negated. Negated lists ("no effusion or pneumothorax")
+    and negative phrases are left alone."""
+    by_start: dict[int, list[int]] = {}
+    for i, (start, _end, target, assertion) in enumerate(mentions):
+        if assertion != ABSENT and not target.startswith(_NEGATIVE):
+            by_start.setdefault(start, []).append(i)
+    hedged: set[int] = set()
+    for i, (_start, end, target, assertion) in enumerate(mentions):
+        if assertion == ABSENT or target.startswith(_NEGATIVE):
+            continue
+        joined = _OR.match(text, end)
+        if joined and (after := by_start.get(joined.end())):
+            hedged.add(i)
+            hedged.update(after)
+    if not hedged:
+        return mentions
+    # every mention sharing a hedged span is hedged too (an alias and an entity of one word)
+    spans = {mentions[i][:2] for i in hedged}
+    return [(*m[:3], UNCERTAIN) if m[:2] in spans else m for m in mentions]
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start < s_end and end > s_start for s_start, s_end in spans)
+
+
 def _strings(items: list[Any], where: str) -> list[str]:
     bad = [i for i in items if not isinstance(i, str)]
     if bad:
@@ -123,20 +176,40 @@ def _strings(items: list[Any], where: str) -> list[str]:
 class ReportLabeler:
     """Turns texts + their linked entities into observation values for one label set."""
 
-    def __init__(self, label_set: LabelSet, assertion: AssertionDetector) -> None:
+    def __init__(
+        self,
+        label_set: LabelSet,
+        assertion: AssertionDetector,
+        uncertain_as: UncertainAs | None = None,
+    ) -> None:
         self.label_set = label_set
         self.assertion = assertion
+        self.uncertain_as = uncertain_as or label_set.uncertain_as
         self._by_cui: dict[str, list[str]] = {}
-        self._phrases: dict[tuple[str, ...], str] = {}
+        # phrase key -> its targets: an alias may name several observations ("fibronodular"
+        # is Nodule and Fibrosis); an exclude phrase names nothing else
+        self._phrases: dict[tuple[str, ...], tuple[str, ...]] = {}
         for phrase in label_set.exclude:
-            self._phrases[normalise_phrase(phrase)] = _EXCLUDE
+            self._phrases[normalise_phrase(phrase)] = (_EXCLUDE,)
         for obs in label_set.observations:
             for cui in obs.cuis:
                 self._by_cui.setdefault(cui, []).append(obs.name)
-            for alias in obs.aliases:
-                self._phrases.setdefault(normalise_phrase(alias), obs.name)
-            for phrase in obs.negative_phrases:
-                self._phrases.setdefault(normalise_phrase(phrase), _NEGATIVE + obs.name)
+            targets = [(a, obs.name) for a in obs.aliases]
+            targets += [(p, _NEGATIVE + obs.name) for p in obs.negative_phrases]
+            for phrase, target in targets:
+                key = normalise_phrase(phrase)
+                known = self._phrases.get(key, ())
+                if _EXCLUDE not in known and target not in known:
+                    self._phrases[key] = (*known, target)
+        # nearby rules: every head and finding phrase indexed by its first token, so one pass
+        # over a text finds the phrases of all rules
+        self._nearby = [(obs.name, rule) for obs in label_set.observations for rule in obs.nearby]
+        self._nearby_index: dict[str, list[tuple[int, bool, tuple[str, ...]]]] = {}
+        for number, (_name, rule) in enumerate(self._nearby):
+            for is_head, phrases in ((True, rule.heads), (False, rule.findings)):
+                for words in phrases:
+                    if words:
+                        self._nearby_index.setdefault(words[0], []).append((number, is_head, words))
         self._lengths: dict[str, list[int]] = {}
         for key in self._phrases:
             self._lengths.setdefault(key[0], []).append(len(key))
@@ -151,13 +224,13 @@ class ReportLabeler:
                 j = i + length
                 if j > n or any(tokens[k].breaks_before for k in range(i + 1, j)):
                     continue
-                target = self._phrases.get(tuple(t.norm for t in tokens[i:j]))
-                if target is not None:
-                    hit = (tokens[i].start, tokens[j - 1].end, target)
+                targets = self._phrases.get(tuple(t.norm for t in tokens[i:j]))
+                if targets is not None:
+                    hit = [(tokens[i].start, tokens[j - 1].end, target) for target in targets]
                     i = j
                     break
             if hit:
-                found.append(hit)
+                found.extend(hit)
             else:
                 i += 1
         return found
@@ -169,31 +242,55 @@ class ReportLabeler:
         (negated by "not") rather than on a span that swallows its own trigger.
         """
         norms = [t.norm for t in tokens]
-
-        def positions(phrases: tuple[tuple[str, ...], ...]) -> list[tuple[int, int]]:
-            found = []
-            for i in range(len(norms)):
-                for phrase in phrases:
-                    if tuple(norms[i : i + len(phrase)]) == phrase:
-                        found.append((i, i + len(phrase)))
-            return found
-
+        index = self._nearby_index
+        heads: dict[int, list[tuple[int, int]]] = {}
+        findings: dict[int, list[tuple[int, int]]] = {}
+        for i, norm in enumerate(norms):
+            for number, is_head, phrase in index.get(norm, ()):
+                if tuple(norms[i : i + len(phrase)]) == phrase:
+                    (heads if is_head else findings).setdefault(number, []).append(
+                        (i, i + len(phrase))
+                    )
         out = []
-        for obs in self.label_set.observations:
-            for rule in obs.nearby:
-                heads = positions(rule.heads)
-                if not heads:
-                    continue
-                for f_start, f_end in positions(rule.findings):
-                    for h_start, h_end in heads:
-                        lo, hi = (h_end, f_start) if h_end <= f_start else (f_end, h_start)
-                        if 0 <= hi - lo <= rule.max_gap and not any(
-                            tokens[k].breaks_before
-                            for k in range(min(h_start, f_start) + 1, max(h_end, f_end))
-                        ):
-                            out.append((tokens[f_start].start, tokens[f_end - 1].end, obs.name))
-                            break
+        for number, found in findings.items():
+            name, rule = self._nearby[number]
+            for f_start, f_end in found:
+                for h_start, h_end in heads.get(number, ()):
+                    lo, hi = (h_end, f_start) if h_end <= f_start else (f_end, h_start)
+                    if 0 <= hi - lo <= rule.max_gap and not any(
+                        tokens[k].breaks_before
+                        for k in range(min(h_start, f_start) + 1, max(h_end, f_end))
+                    ):
+                        out.append((tokens[f_start].start, tokens[f_end - 1].end, name))
+                        break
         return out
+
+    def _mentions(
+        self, field_name: str, text: str, entities: list[dict[str, Any]]
+    ) -> list[tuple[int, int, str, str]]:
+        """(start, end, target, assertion) of every mention in one text, in text order;
+        `target` is an observation name or a `negative_phrases` marker."""
+        analysed = self.assertion.analyse(text)
+        tokens = tokenize(text)
+        phrases = self._phrase_matches(tokens)
+        excluded = [(start, end) for start, end, target in phrases if target == _EXCLUDE]
+        found = [
+            (start, end, name, analysed.assertion(start, end))
+            for start, end, name in self._nearby_matches(tokens)
+            if not _overlaps(start, end, excluded)
+        ]
+        found.extend(
+            (start, end, target, analysed.assertion(start, end))
+            for start, end, target in phrases
+            if target != _EXCLUDE
+        )
+        for entity in entities:
+            start, end = entity.get("start", 0), entity.get("end", 0)
+            if entity.get("field") == field_name and not _overlaps(start, end, excluded):
+                for name in self._by_cui.get(entity["cui"], ()):
+                    found.append((start, end, name, entity["assertion"]))
+        found.sort()
+        return _or_hedged(text, found)
 
     def label(self, texts: dict[str, str], entities: list[dict[str, Any]]) -> dict[str, str]:
         """Observation name -> value, over all `texts` (field -> text) of one report."""
@@ -201,23 +298,12 @@ class ReportLabeler:
         for field_name, text in texts.items():
             if not text or not text.strip():
                 continue
-            analysed = self.assertion.analyse(text)
-            tokens = tokenize(text)
-            for start, end, name in self._nearby_matches(tokens):
-                seen[name].add(analysed.assertion(start, end))
-            for start, end, target in self._phrase_matches(tokens):
-                if target == _EXCLUDE:
-                    continue
-                assertion = analysed.assertion(start, end)
+            for _start, _end, target, assertion in self._mentions(field_name, text, entities):
                 if target.startswith(_NEGATIVE):
                     if assertion == PRESENT:
                         seen[target[len(_NEGATIVE) :]].add(ABSENT)
                     continue
                 seen[target].add(assertion)
-            for entity in entities:
-                if entity.get("field") == field_name:
-                    for name in self._by_cui.get(entity["cui"], ()):
-                        seen[name].add(entity["assertion"])
         values = {}
         for name, assertions in seen.items():
             if PRESENT in assertions:
@@ -234,6 +320,9 @@ class ReportLabeler:
                 v in (POSITIVE, UNCERTAIN_LABEL) for k, v in values.items() if k not in ignored
             )
             values = {self.label_set.no_finding: NOT_MENTIONED if finding else POSITIVE, **values}
+        if self.uncertain_as != "uncertain":
+            mapped = POSITIVE if self.uncertain_as == "positive" else NEGATIVE
+            values = {k: mapped if v == UNCERTAIN_LABEL else v for k, v in values.items()}
         return values
 
     def derived_labels(

@@ -98,7 +98,10 @@ class LinkStage(Stage):
         kb = LoadedKB.load(kb_dir, ef_search=settings.index_ef_search)
         self.kb_manifest = kb.manifest
         self.linker = Linker(kb, settings, assertion)
-        self.labelers = [ReportLabeler(LabelSet.load(s), assertion) for s in config.label_sets]
+        self.labelers = [
+            ReportLabeler(LabelSet.load(s), assertion, config.uncertain_as_for(s))
+            for s in config.label_sets
+        ]
 
     def kb_identity(self) -> dict[str, Any]:
         """KB id, sha256 and sources for the build manifest, without loading the index.
@@ -136,8 +139,7 @@ class LinkStage(Stage):
         assert self.linker is not None
         limit = self.linker.settings.max_chars_per_field
         entities: list[dict[str, Any]] = []
-        label_texts: dict[str, str] = {}
-        for label, top, text in iter_field_texts(record, self.config.fields):
+        for label, _top, text in iter_field_texts(record, self.config.fields):
             if len(text) > limit:
                 if self.config.on_huge_text == "reject":
                     self.stats["rejected_huge_text"] += 1
@@ -146,8 +148,6 @@ class LinkStage(Stage):
                 self.stats["truncated_fields"] += 1
                 text = text[:limit]
             entities.extend(self.linker.link(text, label))
-            if top in self.config.label_fields:
-                label_texts[label] = text
         self.stats["records"] += 1
         self.stats["entities"] += len(entities)
         out = dict(record)
@@ -155,9 +155,28 @@ class LinkStage(Stage):
         if self.labelers and any(f in record for f in self.config.label_fields):
             # Label sets share some names (Cardiomegaly, Edema, ...): the first set listed in
             # the config decides those, so every observation appears once.
+            label_texts = self._label_texts(record, limit)
             labels: dict[str, dict[str, str]] = {}
             for labeler in self.labelers:
                 for item in labeler.derived_labels(label_texts, entities):
                     labels.setdefault(item["observation"], item)
             out["derived_labels"] = list(labels.values())
         yield out
+
+    def _label_texts(self, record: Record, limit: int) -> dict[str, str]:
+        """Entity field label -> text of the fields that decide labels (read whether or not
+        they are linked; their entities count only when they are)."""
+        texts = {
+            label: text[:limit]
+            for label, _top, text in iter_field_texts(record, self.config.label_fields)
+            if text.strip()
+        }
+        if texts or not self.config.label_fallback:
+            return texts
+        wanted = set(self.config.label_fallback)
+        tops = sorted({name.split(".")[0] for name in wanted})
+        return {
+            label: text[:limit]
+            for label, top, text in iter_field_texts(record, tops)
+            if text.strip() and (label in wanted or top in wanted)
+        }

@@ -4,14 +4,20 @@ Aliases and texts go through the same `normalise_token`, so an exact dictionary 
 "effusions" for the alias "effusion" and "left-sided" for "left sided" without a model. Tokens
 keep their character offsets, and `breaks_before` marks punctuation between two tokens: an
 alias may never span a comma or a full stop ("effusion, pneumothorax" is two mentions).
+
+De-identification placeholders are one token each, whatever their spelling: IU X-ray's `XXXX`
+and the `___` every build writes instead (MIMIC's marker) both read as the word `XXXX`, so a
+build finds what the raw text gives ("heart size ___ enlarged" is "heart size XXXX enlarged").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
-_WORD = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"[A-Za-z0-9]+|_{3,}")
+PLACEHOLDER = "XXXX"  # how every de-identification placeholder reads as a token
 # Characters that may sit inside a multi-word alias without breaking it.
 _JOINERS = frozenset(" \t-/'’")
 # Sentence ends: .!? followed by space or a capital letter (IU reports drop the space:
@@ -42,6 +48,7 @@ _IRREGULAR = {
 }
 
 
+@lru_cache(maxsize=65536)  # report vocabularies are small; most tokens repeat
 def normalise_token(token: str) -> str:
     """Lower-case and strip a plural suffix, the same way for aliases and texts."""
     word = token.lower()
@@ -67,7 +74,14 @@ class Token:
 
 
 def tokenize(text: str, offset: int = 0) -> list[Token]:
-    """Alphanumeric tokens with offsets; punctuation only shows up as `breaks_before`."""
+    """Alphanumeric tokens with offsets; punctuation only shows up as `breaks_before`.
+
+    The linker and every label set tokenize the same field: the last texts are remembered."""
+    return list(_tokenize(text, offset))
+
+
+@lru_cache(maxsize=64)
+def _tokenize(text: str, offset: int) -> tuple[Token, ...]:
     tokens: list[Token] = []
     previous_end = 0
     for match in _WORD.finditer(text):
@@ -75,9 +89,11 @@ def tokenize(text: str, offset: int = 0) -> list[Token]:
         gap = text[previous_end:start]
         breaks = bool(tokens) and any(ch not in _JOINERS for ch in gap)
         word = match.group()
+        if word[0] == "_":
+            word = PLACEHOLDER
         tokens.append(Token(word, start + offset, end + offset, normalise_token(word), breaks))
         previous_end = end
-    return tokens
+    return tuple(tokens)
 
 
 def normalise_phrase(phrase: str) -> tuple[str, ...]:

@@ -1,0 +1,283 @@
+"""Confirmation of near-duplicate candidates: the finer check a pair must pass to be a copy.
+
+The hashes and MinHash bands only *propose* pairs: 64 bits cannot tell an adjacent CT slice
+(pHash 2-8 bits away) from a re-encoded copy (0-2 bits), and caption shingles cannot tell
+"5 mm" from "15 mm". `resolve(edges, confirmer)` (curate.dedup.groups) therefore keeps one
+record per group and drops a member only when this module confirms it against that kept
+record, so one weak link never chains neighbours into a group.
+
+- Images: both hashes within their thresholds *and* the gradient correlation of the 32x32
+  thumbnails made in phase 1 (`curate.dedup.imagehash.thumbnail_pixels`) at least
+  `confirm_gradient_min`, or that of the thumbnails averaged to 16x16 at least
+  `confirm_coarse_gradient_min` (codec noise and clipped highlights average out there). Gradients, not raw pixels: neighbouring slices share the smooth
+  anatomy (raw correlation 0.95-0.996, like copies) but differ in their edges.
+- Captions: the MinHash Jaccard estimate at least `min_jaccard`, the same *cues* (numbers with
+  their units, laterality and negation words: `caption_cues`), not two graphics of one figure,
+  and, when both records have images, images that are not clearly different.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from curate.dedup.config import NearDedupConfig, TextNearConfig
+
+IMAGE_REASON = "near_duplicate_image"
+CAPTION_REASON = "near_duplicate_caption"
+CONFIRMED_REASONS = frozenset({IMAGE_REASON, CAPTION_REASON})
+
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*(%|[a-zµμ]+)?")
+_WORD = re.compile(r"[a-z]+")
+# Units that change a number's meaning ("5 mm" is not "5 cm"); any other word after a number
+# is not part of it.
+_UNITS = frozenset(
+    [
+        "%",
+        "x",
+        "mm",
+        "cm",
+        "m",
+        "um",
+        "µm",
+        "μm",
+        "nm",
+        "ml",
+        "l",
+        "dl",
+        "mg",
+        "g",
+        "kg",
+        "mcg",
+        "ug",
+        "µg",
+        "mmol",
+        "mol",
+        "meq",
+        "iu",
+        "u",
+        "hu",
+        "t",
+        "s",
+        "ms",
+        "sec",
+        "min",
+        "h",
+        "hr",
+        "hrs",
+        "d",
+        "day",
+        "days",
+        "wk",
+        "wks",
+        "week",
+        "weeks",
+        "mo",
+        "month",
+        "months",
+        "y",
+        "yr",
+        "yrs",
+        "year",
+        "years",
+        "mmhg",
+        "bpm",
+        "kv",
+        "kvp",
+        "mas",
+        "gy",
+        "cgy",
+        "mgy",
+        "msv",
+        "mbq",
+        "ci",
+        "mci",
+        "fold",
+    ]
+)
+
+
+def caption_cues(text: str | None, config: TextNearConfig) -> int | None:
+    """A 64-bit key of what must agree for two captions to be copies: numbers with their
+    units, laterality words and negation words (lowercased, counted, in any order, so a
+    reordered caption keeps its key). None without text."""
+    if not text:
+        return None
+    lower = text.lower()
+    cues = []
+    for value, unit in _NUMBER.findall(lower):
+        value = value.replace(",", ".")
+        if "." in value:
+            value = value.rstrip("0").rstrip(".")
+        cues.append(f"n:{value}{unit if unit in _UNITS else ''}")
+    # counted, not as a set: flipping one of two "left"s or dropping one of two "no"s matters
+    laterality, negation = set(config.laterality_words), set(config.negation_words)
+    for word in _WORD.findall(lower):
+        if word in laterality:
+            cues.append(f"l:{word}")
+        elif word in negation:
+            cues.append(f"x:{word}")
+    digest = hashlib.blake2b("\x1f".join(sorted(cues)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def figure_key(record: Mapping[str, Any]) -> str | None:
+    """The figure a graphic belongs to (graphics of one figure share captions, not images)."""
+    pmcid, figure = record.get("pmcid"), record.get("figure_id")
+    if pmcid and figure:
+        return f"{pmcid}/{figure}"
+    return None
+
+
+def gradient_vectors(
+    thumbs: Sequence[bytes | None], size: int, pool: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm, zero-mean gradients (vertical then horizontal differences) of thumbnails,
+    averaged over `pool` x `pool` blocks first, as rows of a float32 matrix, and whether each
+    record had one."""
+    have = np.array([t is not None and len(t) == size * size for t in thumbs], dtype=bool)
+    side = size // pool
+    width = 2 * side * (side - 1)
+    out = np.zeros((len(thumbs), width), dtype=np.float32)
+    if have.any():
+        pixels = np.stack(
+            [np.frombuffer(t, dtype=np.uint8) for t, h in zip(thumbs, have) if h and t]
+        ).reshape(-1, size, size)
+        pixels = pixels[:, : side * pool, : side * pool].astype(np.float32)
+        if pool > 1:
+            pixels = pixels.reshape(-1, side, pool, side, pool).mean(axis=(2, 4))
+        grads = np.concatenate(
+            [
+                np.diff(pixels, axis=1).reshape(len(pixels), -1),
+                np.diff(pixels, axis=2).reshape(len(pixels), -1),
+            ],
+            axis=1,
+        )
+        grads -= grads.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(grads, axis=1, keepdims=True)
+        out[have] = np.divide(grads, norms, out=np.zeros_like(grads), where=norms > 0)
+    return out, have
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    as_bytes = values.astype(np.uint64).view(np.uint8).reshape(len(values), 8)
+    return np.unpackbits(as_bytes, axis=1).sum(axis=1)
+
+
+class PairConfirmer:
+    """Confirms candidate pairs from compact rows (the near sidecar's columns: record_id,
+    image_hash, confirm_hash, thumb, signature, cues, figure_key; missing columns are None).
+
+    `confirm(keep, others)` gives, for each of `others`, the reason it duplicates `keep`
+    (image evidence first) or None."""
+
+    handles = CONFIRMED_REASONS
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], config: NearDedupConfig) -> None:
+        self.config = config
+        self.index = {str(r["record_id"]): i for i, r in enumerate(rows)}
+        image, caption = config.image, config.caption
+
+        def ints(key: str) -> tuple[np.ndarray, np.ndarray]:
+            values = [r.get(key) for r in rows]
+            have = np.array([v is not None for v in values], dtype=bool)
+            return np.array([int(v or 0) for v in values], dtype=np.uint64), have
+
+        self.phash, self.has_image = ints("image_hash")
+        self.has_image &= image.enabled
+        self.dhash, self.has_dhash = ints("confirm_hash")
+        self.cues, self.has_cues = ints("cues")
+        thumbs = [r.get("thumb") for r in rows]
+        self.grads, self.has_thumb = gradient_vectors(thumbs, image.thumb_size)
+        self.coarse, _ = gradient_vectors(thumbs, image.thumb_size, pool=2)
+        signatures = [r.get("signature") for r in rows]
+        self.has_sig = np.array([s is not None for s in signatures], dtype=bool) & caption.enabled
+        width = caption.num_perm
+        self.sigs = np.zeros((len(rows), width), dtype=np.uint32)
+        for i, s in enumerate(signatures):
+            if s is not None and len(s) == width:
+                self.sigs[i] = np.asarray(s, dtype=np.uint32)
+            else:
+                self.has_sig[i] = False
+        figures = [r.get("figure_key") for r in rows]
+        codes = {f: k for k, f in enumerate(sorted({f for f in figures if f}), start=1)}
+        self.figure = np.array([codes.get(f, 0) if f else 0 for f in figures], dtype=np.int64)
+
+    def knows(self, record_id: str) -> bool:
+        return record_id in self.index
+
+    def _gradient(self, k: int, idx: np.ndarray) -> np.ndarray:
+        return self.grads[idx] @ self.grads[k]
+
+    def image_pairs(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` is an image copy of `k`."""
+        image = self.config.image
+        ok = self.has_image[idx] & self.has_image[k]
+        ok &= _popcount(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
+        if image.confirm_dhash_max is not None:
+            ok &= self.has_dhash[idx] & self.has_dhash[k]
+            ok &= _popcount(self.dhash[idx] ^ self.dhash[k]) <= image.confirm_dhash_max
+        if image.confirm_gradient_min is not None and self.has_thumb[k]:
+            fine = self._gradient(k, idx) >= image.confirm_gradient_min
+            coarse = self.coarse[idx] @ self.coarse[k] >= image.confirm_coarse_gradient_min
+            ok &= ~self.has_thumb[idx] | fine | coarse
+        return ok
+
+    def images_differ(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether the images of `k` and each of `idx` are clearly different (both present,
+        hashes far apart and, with thumbnails, gradients uncorrelated)."""
+        caption = self.config.caption
+        if caption.image_different_phash_min is None:
+            return np.zeros(len(idx), dtype=bool)
+        both = self.has_image[idx] & self.has_image[k]
+        far = _popcount(self.phash[idx] ^ self.phash[k]) >= caption.image_different_phash_min
+        unlike = np.ones(len(idx), dtype=bool)
+        if self.has_thumb[k]:
+            with_thumb = self.has_thumb[idx]
+            unlike = ~with_thumb | (self._gradient(k, idx) < caption.image_different_gradient_max)
+        return both & far & unlike
+
+    def caption_pairs(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` is a caption copy of `k` (see the module docstring)."""
+        caption = self.config.caption
+        ok = self.has_sig[idx] & self.has_sig[k]
+        if not ok.any():
+            return ok
+        ok &= (self.sigs[idx] == self.sigs[k]).mean(axis=1) >= caption.min_jaccard
+        if caption.same_cues:
+            ok &= self.has_cues[idx] & self.has_cues[k] & (self.cues[idx] == self.cues[k])
+        if self.figure[k]:
+            ok &= self.figure[idx] != self.figure[k]
+        ok &= ~self.images_differ(k, idx)
+        return ok
+
+    def confirm(self, keep: str, others: Sequence[str]) -> list[str | None]:
+        out: list[str | None] = [None] * len(others)
+        k = self.index.get(keep)
+        if k is None:
+            return out
+        known = [(j, self.index[o]) for j, o in enumerate(others) if o in self.index]
+        if not known:
+            return out
+        positions = np.array([j for j, _ in known])
+        idx = np.array([i for _, i in known], dtype=np.int64)
+        image = self.image_pairs(k, idx) if self.config.image.enabled else np.zeros(len(idx), bool)
+        caption = self.caption_pairs(k, idx) & ~image
+        for j in positions[image].tolist():
+            out[j] = IMAGE_REASON
+        for j in positions[caption].tolist():
+            out[j] = CAPTION_REASON
+        return out
+
+
+__all__ = [
+    "CONFIRMED_REASONS",
+    "PairConfirmer",
+    "caption_cues",
+    "figure_key",
+    "gradient_vectors",
+]
