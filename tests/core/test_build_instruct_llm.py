@@ -91,7 +91,7 @@ def test_llm_build_killed_and_rerun_makes_no_repeated_calls(tmp_path: Path) -> N
 
     usage = manifest["instructions"]["usage"]
     assert usage["requests"] == 0 and usage["cache_hits"] == kept  # last run: all from cache
-    assert kept == 12
+    assert kept == 13
     rows = pq.read_table(out / "instructions").to_pylist()
     llm_rows = [r for r in rows if r["generator"] == "llm"]
     assert (

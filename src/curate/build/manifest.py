@@ -66,6 +66,7 @@ class Phase1Tally:
     unit_errors: Counter = field(default_factory=Counter)
     read_rejects: Counter = field(default_factory=Counter)
     read_record_errors: Counter = field(default_factory=Counter)
+    record_warnings: Counter = field(default_factory=Counter)
     candidates: int = 0
     kept: int = 0
 
@@ -85,6 +86,7 @@ class Phase1Tally:
             tally.unit_errors.update(counts["unit_error_reasons"])
             tally.read_rejects.update(counts["read_rejects"])
             tally.read_record_errors.update(counts["read_record_errors"])
+            tally.record_warnings.update(counts.get("record_warnings") or {})
             tally.candidates += counts["candidates"]
             tally.kept += counts["kept"]
             for name, stage in counts["stages"].items():
@@ -425,6 +427,8 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "reject_reasons": dict(sorted(outputs.reject_reasons.items())),
         "error_reasons": dict(sorted(outputs.error_reasons.items())),
         "error_fraction": round(error_fraction, 6),
+        # records read with a warning they carry ({warning: count}), e.g. padding_above_limit
+        "warnings": dict(sorted(tally.record_warnings.items())),
         "max_error_fraction": spec.max_error_fraction,
         "identities": identities(tally, units, outputs, phase2, instructions),
         "files": outputs.files,

@@ -33,6 +33,7 @@ def summary_of(outcome: dict[str, Any]) -> dict[str, Any]:
     """One task's outcome (its done.json, plus whether this run resumed it) as a summary."""
     resumed = bool(outcome.get("resumed"))
     source: dict[str, Any] = {key: outcome[key] for key in (*_SOURCE_COUNTS, *_SOURCE_REASONS)}
+    source["record_warnings"] = outcome.get("record_warnings") or {}  # absent in older markers
     source["stages"] = outcome["stages"]
     source["cpu_us"] = 0
     source["bytes_read"] = 0

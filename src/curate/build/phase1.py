@@ -64,6 +64,8 @@ class TaskOutcome:
     candidates: int = 0
     read_rejects: Counter = field(default_factory=Counter)
     read_record_errors: Counter = field(default_factory=Counter)
+    # warnings records carry (`preprocess_warnings`, e.g. padding_above_limit): the card shows them
+    record_warnings: Counter = field(default_factory=Counter)
     stages: dict[str, StageCounts] = field(default_factory=dict)
     kept: int = 0
     # read, each chain stage, write: in run order (a list, since done.json sorts its keys)
@@ -79,6 +81,7 @@ class TaskOutcome:
             "candidates": self.candidates,
             "read_rejects": dict(self.read_rejects),
             "read_record_errors": dict(self.read_record_errors),
+            "record_warnings": dict(self.record_warnings),
             "stages": {name: c.as_dict() for name, c in self.stages.items()},
             "kept": self.kept,
             "timings": [t.as_dict() for t in self.timings],
@@ -215,6 +218,7 @@ class TaskRunner:
                 outcome.read_record_errors[item.reason] += 1
                 result.failed.append(item)
             else:
+                outcome.record_warnings.update(item.get("preprocess_warnings") or ())
                 records.append(self._with_split(item, label))
 
     def _near_attributes(

@@ -4,8 +4,9 @@
 slice's modality values (rescale slope/intercept, or pydicom's modality LUT) into the volume
 block. `volume_dtype` picks int16/int32 when every slice holds integers with an integer
 rescale whose range fits (HU stay exact at half the bytes of float32); float32 otherwise.
-Uncompressed little-endian 16-bit slices are read straight from their bytes
-(`_native_frame`), with the same unused-bit handling as pydicom.
+Uncompressed little-endian 16-bit slices are read straight from their bytes, with the same
+unused-bit handling as pydicom: a classic slice into its place in the block in one pass
+(`SlicePixels._native_into`, no frame kept), a frame another path needs via `_native_frame`.
 """
 
 from __future__ import annotations
@@ -66,17 +67,53 @@ class SlicePixels:
         `volume_dtype` said every slice's rescale fits it, so integer math is exact)."""
         from pydicom.pixels import apply_modality_lut
 
-        pixels = self.stored(h)
         linear = self.rescale(h)
-        if target.dtype.kind in "iu" and linear is not None and pixels.dtype.kind in "iu":
-            np.copyto(target, pixels, casting="unsafe")  # in range: checked from the bits
-            if linear[0] != 1:
-                target *= linear[0]
-            if linear[1]:
-                target += linear[1]
-            return
+        if target.dtype.kind in "iu" and linear is not None:
+            if self._native_into(h, target):
+                self._rescale_in_place(target, linear)
+                return
+            pixels = self.stored(h)
+            if pixels.dtype.kind in "iu":
+                np.copyto(target, pixels, casting="unsafe")  # in range: checked from the bits
+                self._rescale_in_place(target, linear)
+                return
+        else:
+            pixels = self.stored(h)
         # a LUT, a fractional slope or float pixels: pydicom's float64 arithmetic
         target[...] = apply_modality_lut(pixels, _modality_view(h))
+
+    @staticmethod
+    def _rescale_in_place(target: np.ndarray, linear: tuple[int, int]) -> None:
+        if linear[0] != 1:
+            target *= linear[0]
+        if linear[1]:
+            target += linear[1]
+
+    def _native_into(self, h: SliceHeader, target: np.ndarray) -> bool:
+        """A classic uncompressed 16-bit slice's stored values written straight from its bytes
+        into the integer `target` (one pass: the copy and the unused-bit correction together,
+        no decoded frame kept); False when the slice is anything else (`stored` reads it)."""
+        if h.tile is not None or h.frame != 0 or h.functional_groups:
+            return False
+        layout = _native_layout(h.dataset)
+        if layout is None or layout[0] != h.shape or target.shape != h.shape:
+            return False
+        shape, stored, signed, data = layout
+        raw = np.frombuffer(data, "<i2" if signed else "<u2", shape[0] * shape[1]).reshape(shape)
+        if stored == 16:
+            np.copyto(target, raw, casting="unsafe")
+        elif signed:  # sign-extend from the highest stored bit, as pydicom does
+            if target.dtype.kind != "i":
+                return False
+            # copying keeps the low bits; shifting them to the top of the target's width and
+            # back (arithmetic) sign-extends whatever that width is
+            np.copyto(target, raw, casting="unsafe")
+            shift = target.dtype.itemsize * 8 - stored
+            target <<= shift
+            target >>= shift
+        else:  # for unsigned values the two shifts are a mask
+            np.bitwise_and(raw, np.uint16((1 << stored) - 1), out=target, casting="unsafe")
+        return True
 
 
 def _modality_view(h: SliceHeader) -> Any:
@@ -116,29 +153,42 @@ def volume_dtype(headers: list[SliceHeader], pixels: SlicePixels | None = None) 
 _NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def _native_frame(ds: Any) -> np.ndarray | None:
-    """The one frame of an uncompressed little-endian 16-bit grey image, read straight from
-    the bytes (pydicom's general pixel path costs more than the copy for a CT slice); None for
-    anything else, which goes through pydicom. Unused high bits are shifted out exactly as
-    pydicom's `_correct_unused_bits` does, so both paths give the same values."""
+def _native_layout(ds: Any) -> tuple[tuple[int, int], int, bool, bytes | bytearray] | None:
+    """((rows, columns), bits stored, signed, pixel bytes) of the one frame of an uncompressed
+    little-endian 16-bit grey image whose bytes can be read straight (pydicom's general pixel
+    path costs more than the copy for a CT slice); None for anything else, which goes through
+    pydicom (colour, short or odd data: pydicom names the problem)."""
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
     try:
         if (
             syntax not in _NATIVE_LITTLE_ENDIAN
-            or "PixelData" not in ds
             or int(ds.get("NumberOfFrames", 1) or 1) != 1
             or int(ds.get("SamplesPerPixel", 1) or 1) != 1
             or int(ds.BitsAllocated) != 16
+            or str(ds.get("PhotometricInterpretation", "") or "").strip() == "PALETTE COLOR"
         ):
             return None
         rows, columns, stored = int(ds.Rows), int(ds.Columns), int(ds.BitsStored)
         signed = int(ds.PixelRepresentation) == 1
     except (AttributeError, TypeError, ValueError):
         return None
-    raw = ds.PixelData
-    if not isinstance(raw, bytes | bytearray) or len(raw) < rows * columns * 2 or stored > 16:
-        return None  # short or odd data: pydicom names the problem
+    raw = ds.get("PixelData")
+    if not isinstance(raw, bytes | bytearray) or len(raw) < rows * columns * 2:
+        return None
+    if not 1 <= stored <= 16:
+        return None
+    return (rows, columns), stored, signed, raw
+
+
+def _native_frame(ds: Any) -> np.ndarray | None:
+    """The one frame of an uncompressed little-endian 16-bit grey image, read straight from
+    the bytes; None for anything else (see `_native_layout`). Unused high bits are shifted out
+    exactly as pydicom's `_correct_unused_bits` does, so both paths give the same values."""
+    layout = _native_layout(ds)
+    if layout is None:
+        return None
+    (rows, columns), stored, signed, raw = layout
     array = np.frombuffer(raw, "<i2" if signed else "<u2", rows * columns).reshape(rows, columns)
     if stored < 16:
         if signed:  # sign-extend from the highest stored bit

@@ -235,6 +235,42 @@ def storage_kind(headers: list[SliceHeader]) -> str:
     return "single_frame"
 
 
+def _canonical_flips(
+    affine: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[tuple[bool, bool, bool], np.ndarray]:
+    """(axes to reverse, affine of the reversed grid) when RAS+ canonical order only flips axes
+    (the usual case: an axial stack's i and j run right-to-left and anterior-to-posterior).
+
+    Filling the block already flipped leaves `canonical` nothing to do, so the stored array is
+    plain Fortran-contiguous rather than a negative-stride view that costs a slow strided copy
+    in every later reader and writer (nibabel writing the NIfTI took longer than assembling).
+    The affine is computed as nibabel's `as_reoriented` does, so it is the same to the bit. When
+    canonical order permutes axes (sagittal, coronal) nothing is flipped here and `canonical`
+    reorients the view as before."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(affine)
+    if not np.array_equal(ornt[:, 0], [0, 1, 2]):
+        return (False, False, False), affine
+    flips = tuple(bool(f < 0) for f in ornt[:, 1])
+    return flips, affine.dot(inv_ornt_aff(ornt, shape))  # type: ignore[return-value]
+
+
+def _fill_block(
+    block: np.ndarray,
+    ordered: list[SliceHeader],
+    pixels: SlicePixels,
+    flips: tuple[bool, bool, bool],
+) -> None:
+    """Each slice's modality values into block[k] (k, row, column), reversing the axes
+    `flips` names (i = column, j = row, k = slice)."""
+    columns = slice(None, None, -1 if flips[0] else 1)
+    rows = slice(None, None, -1 if flips[1] else 1)
+    last = len(ordered) - 1
+    for k, h in enumerate(ordered):
+        pixels.values_into(h, block[last - k if flips[2] else k][rows, columns])
+
+
 def _assemble(
     headers: list[SliceHeader], options: SeriesOptions, salt: str, pixels: SlicePixels
 ) -> Volume:
@@ -245,27 +281,32 @@ def _assemble(
     ordered, step = order_slices(headers, options)
     first = ordered[0]
     rows, columns = first.shape
-    # Slices are filled whole into a (k, row, column) block (contiguous writes); its transpose
-    # is the (i, j, k) volume without a copy, and Fortran order is how NIfTI stores it.
+    # Slices are filled whole into a (k, row, column) block (contiguous writes), already in
+    # RAS+ order where that is only flips; its transpose is the (i, j, k) volume without a
+    # copy, and Fortran order is how NIfTI stores it. The geometry is checked before the fill.
     block = np.empty((len(ordered), rows, columns), dtype=volume_dtype(ordered, pixels))
-    for k, h in enumerate(ordered):
-        pixels.values_into(h, block[k])
-    array = block.transpose(2, 1, 0)
+    tilted = tilt_angle_deg(ordered, slice_normal(first)) > options.tilt_tolerance_deg
     tilt = 0.0
-    if tilt_angle_deg(ordered, slice_normal(first)) > options.tilt_tolerance_deg:
-        # order_slices let it through: gantry_tilt is "resample"
+    if not tilted:
+        affine = dicom_affine(first, step)
+        check_affine(affine, f"series of {first.uri}")
+        flips, affine = _canonical_flips(affine, (columns, rows, len(ordered)))
+        _fill_block(block, ordered, pixels, flips)
+        array = block.transpose(2, 1, 0)
+    else:  # order_slices let it through: gantry_tilt is "resample"
+        _fill_block(block, ordered, pixels, (False, False, False))
         array, origin, step, tilt = correct_tilt(
-            array,
+            block.transpose(2, 1, 0),
             first.position,
             step,
             first.row_cosine,
             first.col_cosine,
             first.pixel_spacing,
-            fill=float(array.min()),
+            fill=float(block.min()),
         )
         first = replace(first, position=origin)
-    affine = dicom_affine(first, step)
-    check_affine(affine, f"series of {first.uri}")
+        affine = dicom_affine(first, step)
+        check_affine(affine, f"series of {first.uri}")
     metadata = deidentified_metadata(first.dataset, salt=salt)
     metadata.pop("sop_uid_hash", None)  # one instance's id does not name the volume
     view = _lut_view(first.dataset, first.frame) if first.functional_groups else first.dataset
