@@ -43,6 +43,7 @@ from curate.dedup.caption_lsh import (
 )
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
 from curate.dedup.confirm import PairConfirmer
+from curate.dedup.crops import crop_members
 from curate.dedup.groups import Edge, resolve
 from curate.dedup.near import (
     ImageMember,
@@ -134,6 +135,16 @@ def _image_member(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageM
     return [(attrs.record_id, attrs.image_hash, rank, attrs.confirm_hash)]
 
 
+def _crop_members(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageMember]:
+    """The record's full and centre-crop pHashes as members of the crop search."""
+    rank = attrs.keep_rank(config.keep)
+    return list(crop_members(attrs.record_id, attrs.image_hash, attrs.crop_hashes, rank))
+
+
+def _between_records(edges: list[Edge]) -> list[Edge]:
+    return [e for e in edges if e.a != e.b]  # two hashes of one record prove nothing
+
+
 class ImageEdges(beam.PTransform):
     """NearAttributes -> image edges, one call per group of probe-key buckets.
 
@@ -143,36 +154,42 @@ class ImageEdges(beam.PTransform):
     hence a group; each group yields a spanning forest of its members' pairs."""
 
     def __init__(
-        self, config: NearDedupConfig, shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups"
+        self,
+        config: NearDedupConfig,
+        shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups",
+        crops: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
         self.shuffle_label = shuffle_label
+        # crops: the crop candidates (full and centre pHashes, `curate.dedup.crops`) instead
+        self.crops = crops
 
     def expand(self, attrs: beam.PCollection) -> beam.PCollection:
         image = self.config.image
-        members = attrs | "ImageMembers" >> beam.FlatMap(_image_member, self.config)
+        member_fn = _crop_members if self.crops else _image_member
+        max_hamming = image.crop.max_hamming if self.crops else image.max_hamming
+        confirm_max = None if self.crops else image.confirm_dhash_max
+        members = attrs | "ImageMembers" >> beam.FlatMap(member_fn, self.config)
         bits = (
             members
             | "CountImages" >> beam.combiners.Count.Globally()
-            | "GroupBits" >> beam.Map(image_group_bits, image.max_hamming, image.beam_group_size)
+            | "GroupBits" >> beam.Map(image_group_bits, max_hamming, image.beam_group_size)
         )
         return (
             members
             | "ImageGroups"
             >> beam.FlatMap(
-                lambda m, b: [(g, m) for g in image_group_keys(m[1], image.max_hamming, b)],
+                lambda m, b: [(g, m) for g in image_group_keys(m[1], max_hamming, b)],
                 b=beam.pvalue.AsSingleton(bits),
             )
             | "GroupImages" >> MeasuredGroupByKey(self.shuffle_label)
             | "ImageEdges"
             >> beam.FlatMap(
-                lambda kv: _image_edges_for_group(
-                    kv[0],
-                    list(kv[1]),
-                    image.max_hamming,
-                    image.confirm_dhash_max,
-                    image.chunk_size,
+                lambda kv: _between_records(
+                    _image_edges_for_group(
+                        kv[0], list(kv[1]), max_hamming, confirm_max, image.chunk_size
+                    )
                 )
             )
         )
@@ -293,6 +310,9 @@ class NearDuplicates(beam.PTransform):
             edge_sets.append(
                 attrs | "Image" >> ImageEdges(config, f"{self.shuffle_prefix}_image_groups")
             )
+            if config.image.crop.enabled:
+                crop_label = f"{self.shuffle_prefix}_crop_groups"
+                edge_sets.append(attrs | "Crop" >> ImageEdges(config, crop_label, crops=True))
         if caption:
             assert rows is not None
             edge_sets.append(

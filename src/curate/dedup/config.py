@@ -23,6 +23,24 @@ from curate.rules.backed import RuleBacked
 # ---- near duplicates -----------------------------------------------------------------------
 
 
+class CropNearConfig(BaseModel):
+    """Crop-tolerant image near-dup (curate.dedup.crops); `enabled: false` adds nothing to the
+    sidecar and proposes no crop pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    scales: list[float] = Field(default_factory=lambda: [0.9, 0.85, 0.8])
+    max_hamming: int = Field(default=10, ge=0, le=32)
+    thumb_size: int = Field(default=64, ge=32, le=128)
+    max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
+    step: float = Field(default=0.025, gt=0.0)
+    refine_step: float = Field(default=0.00625, gt=0.0)
+    aspect_tolerance: float | None = Field(default=0.03, ge=0.0)
+    gradient_min: float = Field(default=0.995, ge=-1.0, le=1.0)
+    skip_same_shape: bool = True
+
+
 class ImageNearConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +54,7 @@ class ImageNearConfig(BaseModel):
     confirm_gradient_min: float | None = Field(default=0.985, ge=-1.0, le=1.0)
     confirm_coarse_gradient_min: float = Field(default=0.993, ge=-1.0, le=1.0)
     max_pixels: int = 200_000_000
+    crop: CropNearConfig = Field(default_factory=CropNearConfig)
     # Resources, not policy: they change speed and memory, never the groups.
     chunk_size: int = Field(default=1 << 18, ge=1 << 10)
     beam_group_size: int = Field(default=100_000, ge=1)

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.dedup.config import NearDedupConfig, TextNearConfig
+from curate.dedup.config import CropNearConfig, NearDedupConfig, TextNearConfig
+from curate.dedup.crops import CropAligner, min_crop_distance
 
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
@@ -168,6 +169,57 @@ def _popcount(values: np.ndarray) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=1).sum(axis=1)
 
 
+class _CropRows:
+    """The crop columns of the rows (curate.dedup.crops): is one image a border crop of the
+    other? Centre/full pHashes within `crop.max_hamming` and the best crop-box alignment of the
+    larger image's thumbnail correlating >= `crop.gradient_min` with the smaller's."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], config: CropNearConfig) -> None:
+        self.config = config
+        self.aligner = CropAligner(config)
+        size = config.thumb_size * config.thumb_size
+        self.hashes: list[tuple[int, ...] | None] = []
+        for r in rows:
+            crop, full = r.get("crop_hashes"), r.get("image_hash")
+            if crop is None or not len(crop) or full is None:
+                self.hashes.append(None)
+            else:
+                self.hashes.append((int(full), *(int(h) for h in crop)))
+        self.thumbs = [
+            t if t is not None and len(t) == size else None
+            for t in (r.get("crop_thumb") for r in rows)
+        ]
+        self.pixels = [int(r.get("pixels") or 0) for r in rows]
+        self.aspect = [r.get("aspect") for r in rows]
+
+    def _ratio(self, big: int, small: int) -> float | None:
+        if self.config.aspect_tolerance is None:
+            return None
+        a, b = self.aspect[big], self.aspect[small]
+        return float(b) / float(a) if a and b else None
+
+    def is_crop(self, a: int, b: int) -> bool:
+        ha, hb, ta, tb = self.hashes[a], self.hashes[b], self.thumbs[a], self.thumbs[b]
+        if ha is None or hb is None or ta is None or tb is None:
+            return False
+        if min_crop_distance(ha, hb) > self.config.max_hamming:
+            return False
+        same_shape = self.pixels[a] == self.pixels[b] and self.aspect[a] == self.aspect[b]
+        if self.config.skip_same_shape and same_shape:
+            return False  # cutting a border changes the size (the slices of a series do not)
+        # the crop is the smaller image (equal sizes: either may be)
+        order = [(a, b)] if self.pixels[a] > self.pixels[b] else [(b, a)]
+        if self.pixels[a] == self.pixels[b]:
+            order.append((a, b))
+        return any(
+            self.aligner.score(
+                self.thumbs[big] or b"", self.thumbs[small] or b"", self._ratio(big, small)
+            )
+            >= self.config.gradient_min
+            for big, small in order
+        )
+
+
 class PairConfirmer:
     """Confirms candidate pairs from compact rows (the near sidecar's columns: record_id,
     image_hash, confirm_hash, thumb, signature, cues, figure_key; missing columns are None).
@@ -203,6 +255,7 @@ class PairConfirmer:
                 self.sigs[i] = np.asarray(s, dtype=np.uint32)
             else:
                 self.has_sig[i] = False
+        self.crops = _CropRows(rows, image.crop) if image.crop.enabled else None
         figures = [r.get("figure_key") for r in rows]
         codes = {f: k for k, f in enumerate(sorted({f for f in figures if f}), start=1)}
         self.figure = np.array([codes.get(f, 0) if f else 0 for f in figures], dtype=np.int64)
@@ -225,6 +278,10 @@ class PairConfirmer:
             fine = self._gradient(k, idx) >= image.confirm_gradient_min
             coarse = self.coarse[idx] @ self.coarse[k] >= image.confirm_coarse_gradient_min
             ok &= ~self.has_thumb[idx] | fine | coarse
+        if self.crops is not None:
+            rest = ~ok & self.has_image[idx] & self.has_image[k]
+            for j in np.flatnonzero(rest).tolist():
+                ok[j] = self.crops.is_crop(k, int(idx[j]))
         return ok
 
     def images_differ(self, k: int, idx: np.ndarray) -> np.ndarray:

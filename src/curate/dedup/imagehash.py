@@ -100,7 +100,13 @@ def image_signals(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict[str, int], bytes | None]:
     """Hashes and, with `thumb_size`, the thumbnail (`thumbnail_pixels`) from one decode."""
-    gray = decode_gray(data, (128, 128), max_pixels)
+    return gray_signals(decode_gray(data, (128, 128), max_pixels), methods, thumb_size)
+
+
+def gray_signals(
+    gray: Image.Image, methods: tuple[str, ...], thumb_size: int | None
+) -> tuple[dict[str, int], bytes | None]:
+    """`image_signals` of an image already decoded (`decode_gray`)."""
     thumb = thumbnail_pixels(_resize(gray, (thumb_size, thumb_size))) if thumb_size else None
     return gray_hashes(gray, methods), thumb
 

@@ -16,12 +16,9 @@ import numpy as np
 
 from curate.dedup.config import NearDedupConfig, TextNearConfig
 from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key
+from curate.dedup.crops import crop_members, crop_signals
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
-from curate.dedup.imagehash import (
-    hamming_matrix,
-    image_signals,
-    open_image,
-)
+from curate.dedup.imagehash import decode_gray, gray_signals, hamming_matrix, open_image
 from curate.dedup.minhash import MinHasher, lsh_band_keys, word_tokens
 from curate.errors import InputError
 from curate.stages import Record
@@ -42,6 +39,9 @@ class NearAttributes:
     thumb: bytes | None = None  # thumbnail for the finer check (curate.dedup.confirm)
     cues: int | None = None  # the caption's cue key (curate.dedup.confirm.caption_cues)
     figure_key: str | None = None  # graphics of one figure share it
+    crop_hashes: tuple[int, ...] | None = None  # centre-crop pHashes (curate.dedup.crops)
+    crop_thumb: bytes | None = None  # the finer thumbnail crop boxes are aligned on
+    aspect: float | None = None  # width / height: a crop box must give the other's shape
 
     def keep_rank(self, keep: str) -> float:
         return float(self.pixels) if keep == "highest_resolution" else 0.0
@@ -63,6 +63,9 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
     hash_value: int | None = None
     confirm: int | None = None
     thumb: bytes | None = None
+    crop_hashes: tuple[int, ...] | None = None
+    crop_thumb: bytes | None = None
+    decoded: tuple[int, int] | None = None
     data = record.get("image")
     if config.image.enabled and data:
         methods: tuple[str, ...] = (config.image.hash,)
@@ -72,7 +75,11 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
             config.image.thumb_size if config.image.confirm_gradient_min is not None else None
         )
         try:
-            hashes, thumb = image_signals(data, methods, thumb_size, config.image.max_pixels)
+            gray = decode_gray(data, (128, 128), config.image.max_pixels)
+            hashes, thumb = gray_signals(gray, methods, thumb_size)
+            if config.image.crop.enabled:
+                crop_hashes, crop_thumb = crop_signals(gray, config.image.crop)
+            decoded = gray.size
         except InputError:
             hashes = {}
         hash_value = hashes.get(config.image.hash)
@@ -83,6 +90,8 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
     if hash_value is not None and not (width and height) and data:
         # No size columns: read it from the header (already known to be readable).
         width, height = open_image(data, config.image.max_pixels).size
+    # the shape of the decoded image (JPEG draft decoding keeps it within a pixel or two)
+    aspect = decoded[0] / decoded[1] if decoded and hash_value is not None else None
     text = record_text(record, config.caption.fields) if config.caption.enabled else None
     cues = caption_cues(text, config.caption) if eligible_text(text, config.caption) else None
     return NearAttributes(
@@ -94,6 +103,9 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
         thumb if hash_value is not None else None,
         cues,
         figure_key(record),
+        crop_hashes if hash_value is not None else None,
+        crop_thumb if hash_value is not None else None,
+        aspect,
     )
 
 
@@ -641,14 +653,32 @@ def image_edges_for_group(
 
 def image_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
     """Image edges over all records: pairs within `max_hamming` pHash bits (probe keys, see
-    above) confirmed on dHash, as a spanning forest (same groups as all pairs)."""
+    above) confirmed on dHash, as a spanning forest (same groups as all pairs), and the crop
+    candidates (`crop_edges`)."""
+    attrs = list(attrs)
     members = [
         (a.record_id, a.image_hash, a.keep_rank(config.keep), a.confirm_hash)
         for a in attrs
         if a.image_hash is not None
     ]
     image = config.image
-    return _member_edges(members, image.max_hamming, image.confirm_dhash_max, image.chunk_size)
+    edges = _member_edges(members, image.max_hamming, image.confirm_dhash_max, image.chunk_size)
+    return edges + crop_edges(attrs, config)
+
+
+def crop_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
+    """Crop candidates: a spanning forest over every record's full and centre-crop pHashes
+    (`curate.dedup.crops.crop_members`) within `crop.max_hamming` bits, between records."""
+    crop = config.image.crop
+    if not crop.enabled:
+        return []
+    members = [
+        m
+        for a in attrs
+        for m in crop_members(a.record_id, a.image_hash, a.crop_hashes, a.keep_rank(config.keep))
+    ]
+    edges = _member_edges(members, crop.max_hamming, None, config.image.chunk_size)
+    return [e for e in edges if e.a != e.b]
 
 
 # ---- caption edges --------------------------------------------------------------------------
@@ -783,6 +813,10 @@ def confirm_row(attrs: NearAttributes, signature: np.ndarray | None) -> dict:
         "signature": signature,
         "cues": attrs.cues,
         "figure_key": attrs.figure_key,
+        "pixels": attrs.pixels,
+        "crop_hashes": attrs.crop_hashes,
+        "crop_thumb": attrs.crop_thumb,
+        "aspect": attrs.aspect,
     }
 
 

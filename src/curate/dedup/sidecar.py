@@ -15,6 +15,10 @@ A row holds what `NearDuplicates(config, from_sidecar=True)` needs, and nothing 
                                  null without an image or with confirmation off
     cues          uint64, null   the caption's cue key (numbers+units, laterality, negation)
     figure_key    string, null   <pmcid>/<figure id>: graphics of one figure share it
+    crop_hashes   list<uint64>, null   pHashes of the image's central `crop.scales`
+    crop_thumb    binary, null   `crop.thumb_size`^2 bytes: the thumbnail crop boxes are aligned
+                                 on (curate.dedup.crops); both null with crops off
+    aspect        float64, null  width / height of the decoded image
 
 The rows depend on the config that made them (hash method, MinHash parameters, eligibility):
 the schema carries a fingerprint of those settings (`near_sidecar_fingerprint`), so a reader
@@ -51,6 +55,7 @@ def near_sidecar_fingerprint(config: NearDedupConfig) -> str:
             "confirm": image.confirm_dhash_max is not None,
             "max_pixels": image.max_pixels,
             "thumb": image.thumb_size if image.confirm_gradient_min is not None else None,
+            "crop": ([image.crop.scales, image.crop.thumb_size] if image.crop.enabled else None),
         },
         "caption": {
             "enabled": caption.enabled,
@@ -78,6 +83,9 @@ def near_sidecar_schema(config: NearDedupConfig) -> pa.Schema:
             pa.field("thumb", pa.binary()),
             pa.field("cues", pa.uint64()),
             pa.field("figure_key", pa.string()),
+            pa.field("crop_hashes", pa.list_(pa.uint64())),
+            pa.field("crop_thumb", pa.binary()),
+            pa.field("aspect", pa.float64()),
         ],
         metadata={FINGERPRINT_KEY: near_sidecar_fingerprint(config).encode()},
     )
@@ -114,6 +122,9 @@ def near_sidecar_rows(records: Sequence[Record], config: NearDedupConfig) -> lis
             "thumb": a.thumb,
             "cues": a.cues,
             "figure_key": a.figure_key,
+            "crop_hashes": None if a.crop_hashes is None else list(a.crop_hashes),
+            "crop_thumb": a.crop_thumb,
+            "aspect": a.aspect,
         }
         for a in attrs
     ]
@@ -137,6 +148,7 @@ def near_sidecar_table(rows: Iterable[Mapping[str, Any]], config: NearDedupConfi
 def sidecar_attributes(row: Mapping[str, Any]) -> NearAttributes:
     """A sidecar row as NearAttributes for the image path (the caption travels as its
     signature, not as text)."""
+    crop = row.get("crop_hashes")
     return NearAttributes(
         record_id=str(row["record_id"]),
         image_hash=None if row.get("image_hash") is None else int(row["image_hash"]),
@@ -146,6 +158,9 @@ def sidecar_attributes(row: Mapping[str, Any]) -> NearAttributes:
         thumb=row.get("thumb"),
         cues=None if row.get("cues") is None else int(row["cues"]),
         figure_key=row.get("figure_key"),
+        crop_hashes=None if crop is None else tuple(int(h) for h in crop),
+        crop_thumb=row.get("crop_thumb"),
+        aspect=None if row.get("aspect") is None else float(row["aspect"]),
     )
 
 

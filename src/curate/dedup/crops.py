@@ -1,0 +1,160 @@
+"""Crop-tolerant image near-dup: a copy with 5-10% of its border cut (on any side, unevenly)
+keeps neither its pHash nor its aligned thumbnail, so it needs signals of its own.
+
+- Phase 1 (`crop_signals`): pHashes of the central `scales` of the image (a crop of an image
+  is close to the original's centre at some scale, or centre to centre) and a `thumb_size`
+  square thumbnail (stretched to 0..255), finer than the aligned-check one, to align on.
+- Candidates (`crop_edges`): every record's full and centre pHashes are members of one probe-key
+  search (`curate.dedup.near` spanning forest) within `max_hamming` bits: sub-quadratic, and
+  an edge between two members of different records proposes the pair.
+- Confirmation (`CropAligner.score`): the larger image's thumbnail is cut by every crop box of
+  a grid (each side 0..`max_cut`, both axes; boxes whose shape disagrees with the smaller
+  image's aspect ratio are skipped), resampled by area weights, then refined around the best
+  box; the pair is a copy when the best normalised correlation of the 16x16 gradients reaches
+  `gradient_min` (chosen on the tuning part of benchmarks/dedup_quality.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+
+import numpy as np
+from PIL import Image
+
+from curate.dedup.config import CropNearConfig
+from curate.dedup.imagehash import _resize, phash_pixels, thumbnail_pixels
+
+# side of the aligned windows compared: area weights straight to 16x16 equal 32x32 windows
+# averaged 2x2 (the coarse check of curate.dedup.confirm), at a quarter of the work
+_COMPARE = 16
+
+
+def crop_signals(gray: Image.Image, config: CropNearConfig) -> tuple[tuple[int, ...], bytes]:
+    """Centre-crop pHashes (one per scale) and the alignment thumbnail of a decoded image."""
+    width, height = gray.size
+    hashes = []
+    for scale in config.scales:
+        cut_x, cut_y = round(width * (1 - scale) / 2), round(height * (1 - scale) / 2)
+        centre = gray.crop((cut_x, cut_y, width - cut_x, height - cut_y))
+        hashes.append(phash_pixels(_resize(centre, (32, 32))))
+    side = config.thumb_size
+    return tuple(hashes), thumbnail_pixels(_resize(gray, (side, side)))
+
+
+def box_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
+    """(m x n) area weights resampling the span [lo, hi) (fractions) of n pixels to m."""
+    width = (hi - lo) * n / m
+    start = lo * n + np.arange(m)[:, None] * width
+    pixel = np.arange(n)[None, :]
+    overlap = np.clip(np.minimum(start + width, pixel + 1) - np.maximum(start, pixel), 0, None)
+    return overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _gradients(windows: np.ndarray) -> np.ndarray:
+    """Unit-norm, zero-mean gradients of (..., 16, 16) windows."""
+    pooled = windows
+    grads = np.concatenate(
+        [
+            np.diff(pooled, axis=-2).reshape(*pooled.shape[:-2], -1),
+            np.diff(pooled, axis=-1).reshape(*pooled.shape[:-2], -1),
+        ],
+        axis=-1,
+    )
+    grads -= grads.mean(axis=-1, keepdims=True)
+    norms = np.linalg.norm(grads, axis=-1, keepdims=True)
+    return np.divide(grads, norms, out=np.zeros_like(grads), where=norms > 0)
+
+
+class CropAligner:
+    """Best-alignment gradient correlation of a smaller image against crop boxes of a larger."""
+
+    def __init__(self, config: CropNearConfig) -> None:
+        self.config = config
+        cuts = np.arange(0.0, config.max_cut + 1e-9, config.step)
+        self.spans = [(float(a), float(1 - b)) for a in cuts for b in cuts]
+        self.size = config.thumb_size
+
+    @cached_property
+    def _grid(self) -> np.ndarray:
+        return np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in self.spans])
+
+    @cached_property
+    def _whole(self) -> np.ndarray:
+        return box_weights(self.size, _COMPARE, 0.0, 1.0)
+
+    def _pixels(self, thumb: bytes) -> np.ndarray:
+        return np.frombuffer(thumb, dtype=np.uint8).reshape(self.size, self.size).astype(np.float32)
+
+    def _scores(
+        self,
+        big: np.ndarray,
+        target: np.ndarray,
+        rows: Sequence[tuple[float, float]],
+        cols: Sequence[tuple[float, float]],
+        ratio: float | None,
+        row_weights: np.ndarray | None = None,
+        col_weights: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Correlations (len(rows) x len(cols)); -1 where the box's shape misses `ratio`."""
+        if row_weights is None:
+            row_weights = np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in rows])
+        if col_weights is None:
+            col_weights = np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in cols])
+        half = row_weights @ big  # (rows, 32, size)
+        windows = half[:, None] @ col_weights.transpose(0, 2, 1)[None]  # (rows, cols, 16, 16)
+        scores = _gradients(windows.astype(np.float32)) @ target
+        if ratio is not None:
+            fy = np.array([hi - lo for lo, hi in rows])
+            fx = np.array([hi - lo for lo, hi in cols])
+            fits = np.abs(fx[None, :] / fy[:, None] - ratio) <= self.config.aspect_tolerance
+            scores = np.where(fits, scores, -1.0)
+        return scores
+
+    def score(self, big_thumb: bytes, small_thumb: bytes, ratio: float | None = None) -> float:
+        """Best correlation of `small_thumb` against crop boxes of `big_thumb`. `ratio`: the
+        smaller image's aspect ratio over the larger's (a crop box must give that shape)."""
+        big = self._pixels(big_thumb)
+        small = self._pixels(small_thumb)
+        target = _gradients(self._whole @ small @ self._whole.T)
+        coarse = self._scores(big, target, self.spans, self.spans, ratio, self._grid, self._grid)
+        best = float(coarse.max())
+        if best <= -1.0:
+            return best
+        row, col = np.unravel_index(int(coarse.argmax()), coarse.shape)
+        offsets = self.config.refine_step * np.arange(-2, 3)
+
+        def around(span: tuple[float, float]) -> list[tuple[float, float]]:
+            return [
+                (max(0.0, span[0] + a), min(1.0, span[1] + b)) for a in offsets for b in offsets
+            ]
+
+        fine = self._scores(big, target, around(self.spans[row]), around(self.spans[col]), ratio)
+        return max(best, float(fine.max()))
+
+
+def crop_members(
+    record_id: str,
+    image_hash: int | None,
+    crop_hashes: Sequence[int] | None,
+    rank: float,
+) -> list[tuple[str, int, float, None]]:
+    """The record's full and centre pHashes as near-dup members of the crop search."""
+    if image_hash is None or not crop_hashes:
+        return []
+    return [(record_id, int(h), rank, None) for h in (image_hash, *crop_hashes)]
+
+
+def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
+    """Fewest differing bits between any full/centre pHash of one image and one of another."""
+    b = list(hashes_b)
+    return min(((x ^ y).bit_count() for x in hashes_a for y in b), default=65)
+
+
+__all__ = [
+    "CropAligner",
+    "box_weights",
+    "crop_members",
+    "crop_signals",
+    "min_crop_distance",
+]
