@@ -101,23 +101,16 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     edges = list(edges)
     if confirmer is None:
         return _resolve_components(edges)
-    uf = UnionFind()
-    rank: dict[str, float] = {}
+    groups, rank = _connected_groups(edges)
     direct: dict[tuple[str, str], str] = {}
     for edge in edges:
-        uf.union(edge.a, edge.b)
-        for rid, r in ((edge.a, edge.a_rank), (edge.b, edge.b_rank)):
-            rank[rid] = max(rank.get(rid, r), r)
         if edge.reason not in confirmer.handles:
             for pair in ((edge.a, edge.b), (edge.b, edge.a)):
                 current = direct.get(pair)
                 if current is None or _reason_rank(edge.reason) < _reason_rank(current):
                     direct[pair] = edge.reason
-    groups: dict[str, list[str]] = defaultdict(list)
-    for rid in rank:
-        groups[uf.find(rid)].append(rid)
     out: list[Duplicate] = []
-    for members in groups.values():
+    for members in groups:
         remaining = sorted(members, key=lambda rid: (-rank[rid], rid))
         while len(remaining) > 1:
             keep, rest = remaining[0], remaining[1:]
@@ -133,23 +126,31 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     return sorted(out)
 
 
-def _resolve_components(edges: Iterable[Edge]) -> list[Duplicate]:
-    """Every member of a connected group duplicates its representative (no confirmation)."""
+def _connected_groups(edges: list[Edge]) -> tuple[list[list[str]], dict[str, float]]:
+    """(the records of each connected group, every record's highest rank)."""
     uf = UnionFind()
     rank: dict[str, float] = {}
-    reasons: dict[str, str] = {}
     for edge in edges:
         uf.union(edge.a, edge.b)
         for rid, r in ((edge.a, edge.a_rank), (edge.b, edge.b_rank)):
             rank[rid] = max(rank.get(rid, r), r)
-            current = reasons.get(rid)
-            if current is None or _reason_rank(edge.reason) < _reason_rank(current):
-                reasons[rid] = edge.reason
     groups: dict[str, list[str]] = defaultdict(list)
     for rid in rank:
         groups[uf.find(rid)].append(rid)
+    return list(groups.values()), rank
+
+
+def _resolve_components(edges: list[Edge]) -> list[Duplicate]:
+    """Every member of a connected group duplicates its representative (no confirmation)."""
+    groups, rank = _connected_groups(edges)
+    reasons: dict[str, str] = {}
+    for edge in edges:
+        for rid in (edge.a, edge.b):
+            current = reasons.get(rid)
+            if current is None or _reason_rank(edge.reason) < _reason_rank(current):
+                reasons[rid] = edge.reason
     out: list[Duplicate] = []
-    for members in groups.values():
+    for members in groups:
         keep = min(members, key=lambda rid: (-rank[rid], rid))
         for rid in members:
             if rid != keep:
