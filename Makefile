@@ -30,7 +30,13 @@ demo: setup
 	@$(BIN)/curate build --spec demo_cohort --out $(DEMO_OUT)/cohort --fresh
 	@# A short CFM (CLIP-style) run on the learnable cohort shards, ending with retrieval metrics.
 	@$(BIN)/curate train cfm --config cfm_cohort --data $(DEMO_OUT)/cohort --out $(DEMO_OUT)/cfm --eval-split validation
-	@echo "demo builds in $(DEMO_OUT)/{pmc,radiology,volumes,cohort} (shards/, rejects/, errors/, manifest.json); CFM run in $(DEMO_OUT)/cfm"
+	@# A short MLLM (LLaVA-style) run with that CFM as its frozen vision tower, on the cohort's
+	@# caption attribute questions; then model vs zeroed-image vs majority on held-out questions.
+	@echo "MLLM: training on the cohort's questions (a few minutes; log: $(DEMO_OUT)/mllm/train_log.jsonl)"
+	@$(BIN)/curate train mllm --config mllm_cohort --data $(DEMO_OUT)/cohort --out $(DEMO_OUT)/mllm \
+	  --vision-checkpoint $(DEMO_OUT)/cfm > $(DEMO_OUT)/mllm_train.out || { cat $(DEMO_OUT)/mllm_train.out; exit 1; }
+	@$(BIN)/curate eval mllm --checkpoint $(DEMO_OUT)/mllm --data $(DEMO_OUT)/cohort --split validation
+	@echo "demo builds in $(DEMO_OUT)/{pmc,radiology,volumes,cohort} (shards/, rejects/, errors/, manifest.json); CFM run in $(DEMO_OUT)/cfm, MLLM run in $(DEMO_OUT)/mllm"
 	@echo "data card: $(DEMO_OUT)/pmc/DATA_CARD.html (each build has DATA_CARD.html and DATA_CARD.md)"
 
 test: setup

@@ -4,18 +4,20 @@ Images (real volumes from ../shared/realdata, read in place): every slice of a v
 record, and some slices get planted copies (re-encoded JPEG q25-50, resized to 40-80%,
 brightness +/-15-25%, 5-10% border crops). Adjacent slices (and the two time points of an fMRI
 run) are the hard negatives: a drop that keeps a record of another slice is a wrong merge.
-The volumes are split once: TUNE (TotalSegmentator CT, MR; the demo figures of
+The volumes are split: TUNE (TotalSegmentator CT, MR; the demo figures of
 curate.demo.near_duplicates) chose `confirm_gradient_min` in curation_rules/dedup/near_dedup.v1;
-HELD-OUT (nibabel fMRI slices and time points, anatomical MR, pydicom's CT2 series) was not
-looked at while choosing and is reported on its own.
+DEV (nibabel fMRI slices and time points, anatomical MR, pydicom's CT2 series) was held out
+for that choice, but its misses were then looked at to add `confirm_unclipped_gradient_min`,
+so it is a dev set now; HELD-OUT (pydicom's enhanced MR `emri_small`, 10 frames, and enhanced
+CT `eCT_Supplemental`, 2 frames) was added after that choice and never tuned on. It is small:
+realdata holds no other independent volume with real pixels.
 
 Captions (real IU X-ray report texts): each chosen text gets variants; positives drop one word
 or reorder two sentences; hard negatives change a number, flip left/right or add/remove a
 negation, which the confirmation must refuse (0 merges).
 
-Decontamination: benchmark items in VQA-RAD's released JSON (templated radiology questions,
-short and long, with answers), leaked into records as "Question: ... Answer: ..." or as the
-bare long question; clean records are real PMC captions and IU report texts (false positives).
+Decontamination (verbatim, paraphrases, false positives): benchmarks/decontam_quality.py,
+run here as the last section.
 
 Crops (curate.dedup.crops): `crop.max_hamming` and `crop.gradient_min` were chosen on TUNE
 only (crops' best-box correlation 0.9959-0.9984 vs adjacent slices <= 0.9890); the crop
@@ -23,7 +25,8 @@ search's confirmation time is printed per part.
 
 Targets: image precision >= 0.99 with neighbours present, recall >= 0.95 per copy variant and
 >= 0.8 on crops; 0 caption merges across hard negatives, recall >= 0.9 on word-drop and
-reorder; >= 0.9 of verbatim questions found whatever their length, false positives <= 1%.
+reorder; >= 0.9 of verbatim questions found whatever their length, >= 0.7 of held-out
+paraphrases, false positives <= 1%.
 Exits non-zero when a target fails.
 
 Run: .venv/bin/python benchmarks/dedup_quality.py [--realdata ../shared/realdata]
@@ -33,20 +36,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import io
-import json
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from curate.decontaminate.benchmarks import BenchmarkIndex, build_benchmark, find_leaks
-from curate.decontaminate.config import DecontamConfig
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.near import find_near_duplicates
 from curate.demo.near_duplicates import generate, score
@@ -72,11 +70,14 @@ def _jpeg(image: Image.Image, quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
-def _slice_image(plane: np.ndarray, lo: float, hi: float) -> Image.Image:
-    """A slice as a figure would show it: windowed to 8 bits, upscaled 3x (volumes are small)."""
+def _slice_image(plane: np.ndarray, lo: float, hi: float, scale: int = 3) -> Image.Image:
+    """A slice as a figure would show it: windowed to 8 bits, upscaled `scale` times (the
+    TUNE/DEV volumes are small, so 3x)."""
     pixels = (np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
     image = Image.fromarray(np.ascontiguousarray(np.rot90(pixels)), "L")
-    return image.resize((image.width * 3, image.height * 3), Image.Resampling.BICUBIC)
+    if scale == 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
 
 
 def _variant(rng: np.random.Generator, image: Image.Image, kind: str) -> bytes:
@@ -127,7 +128,30 @@ def _volumes(realdata: Path) -> dict[str, list[tuple[str, list[Image.Image]]]]:
     ]
     if dicom_series is not None:
         held.append(("dicom_ct2", series(dicom_series)))
-    return {"tune": [("ct", series(ct, -200, 400)), ("mr", series(mr))], "held_out": held}
+    return {
+        "tune": [("ct", series(ct, -200, 400)), ("mr", series(mr))],
+        "dev": held,
+        "held_out": _fresh_volumes(realdata),
+    }
+
+
+def _fresh_volumes(realdata: Path) -> list[tuple[str, list[Image.Image]]]:
+    """The HELD-OUT part: real enhanced multi-frame series, each frame a slice, upscaled to
+    >= 192 pixels a side. (The Philips MPRAGE and Siemens MOSAIC files of realdata were meant
+    to be here too, but their pixel data are all zero: nibabel ships them as header fixtures.)"""
+    import pydicom
+
+    def stack(frames: np.ndarray) -> list[Image.Image]:
+        frames = frames.astype(np.float32)
+        lo, hi = float(np.percentile(frames, 0.5)), float(np.percentile(frames, 99.5))
+        scale = max(1, -(-192 // min(frames.shape[1:])))
+        return [_slice_image(frame.T, lo, hi, scale) for frame in frames]
+
+    dicom = realdata / "dicom"
+    out = []
+    for name in ("emri_small", "eCT_Supplemental"):
+        out.append((name, stack(pydicom.dcmread(dicom / f"pydicom_data/{name}.dcm").pixel_array)))
+    return out
 
 
 def image_records(volumes: list[tuple[str, list[Image.Image]]], seed: int):
@@ -329,84 +353,6 @@ def caption_section(realdata: Path, config: NearDedupConfig) -> None:
             print(f"  {kind:<10} merges {shown} of {len(members)} (hard negatives)")
 
 
-# ---- decontamination -------------------------------------------------------------------------
-
-FINDINGS = ["pneumothorax", "effusion", "fracture", "mass", "nodule", "cardiomegaly", "edema"]
-ORGANS = ["lung", "liver", "kidney", "brain", "heart", "spleen"]
-
-
-def benchmark_items(rng: np.random.Generator) -> list[dict]:
-    rows = []
-    for qid in range(300):
-        finding, organ = rng.choice(FINDINGS), rng.choice(ORGANS)
-        form = qid % 4
-        if form == 0:
-            q, a = f"is there {finding}?", str(rng.choice(["yes", "no"]))
-        elif form == 1:
-            q, a = f"where is the {finding}?", f"{rng.choice(['left', 'right'])} {organ}"
-        elif form == 2:
-            q, a = f"what organ is shown in image {qid}?", organ
-        else:
-            q = f"what abnormality is seen in the {organ} on this contrast enhanced scan number {qid}"
-            a = finding
-        rows.append({"qid": qid, "image_name": f"synpic{qid}.jpg", "question": q, "answer": a})
-    return rows
-
-
-def pmc_captions(realdata: Path) -> list[str]:
-    from lxml import etree
-
-    out = []
-    for path in sorted((realdata / "pmc_jats").rglob("*")):
-        if not path.is_file() or path.suffix not in (".xml", ".nxml", ".gz"):
-            continue
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        try:
-            tree = etree.fromstring(data, etree.XMLParser(recover=True, resolve_entities=False))
-        except etree.XMLSyntaxError:
-            continue
-        if tree is None:
-            continue
-        out += [" ".join("".join(c.itertext()).split()) for c in tree.iter("caption")]
-    return [c for c in out if c]
-
-
-def decontam_section(realdata: Path) -> None:
-    print("== decontamination: VQA-RAD-format items (short and long questions with answers)")
-    rng = np.random.default_rng(2)
-    items = benchmark_items(rng)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "vqa_rad"
-        root.mkdir()
-        (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(items))
-        build_benchmark("vqa_rad", "vqa_rad", root, Path(tmp) / "index")
-        index = BenchmarkIndex.load(Path(tmp) / "index", DecontamConfig())
-    leaked = [
-        {
-            "record_id": f"leak{r['qid']}",
-            "caption": f"Question: {r['question']} Answer: {r['answer']}.",
-        }
-        for r in items
-    ]
-    long_only = [
-        {"record_id": f"long{r['qid']}", "caption": f"Figure 3. {r['question'].capitalize()}."}
-        for r in items
-        if len(r["question"].split()) >= 8
-    ]
-    clean_texts = pmc_captions(realdata) + iu_texts(realdata)[:2000]
-    clean = [{"record_id": f"clean{i}", "caption": t} for i, t in enumerate(clean_texts)]
-    found = {x.record_id for x in find_leaks(leaked + long_only + clean, index)}
-    short = [r for r, i in zip(leaked, items) if len(i["question"].split()) < 8]
-    longer = [r for r, i in zip(leaked, items) if len(i["question"].split()) >= 8]
-    for name, group in (("short q+a", short), ("long q+a", longer), ("long q alone", long_only)):
-        rate = sum(r["record_id"] in found for r in group) / max(1, len(group))
-        print(f"  verbatim {name:<13} found {check(f'decontam {name}', rate, 0.9)} of {len(group)}")
-    fp = sum(r["record_id"] in found for r in clean) / max(1, len(clean))
-    print(
-        f"  clean records flagged {check('decontam false positives', fp, 0.01, higher=False)} of {len(clean)}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--realdata", type=Path, default=ROOT.parent / "shared" / "realdata")
@@ -414,7 +360,9 @@ def main() -> None:
     config = NearDedupConfig.from_rules("dedup/near_dedup.v1")
     image_section(args.realdata, config)
     caption_section(args.realdata, config)
-    decontam_section(args.realdata)
+    import decontam_quality  # benchmarks/decontam_quality.py (this folder is on sys.path)
+
+    decontam_quality.run(check, args.realdata)
     if FAILURES:
         print("FAILED:\n  " + "\n  ".join(FAILURES))
         sys.exit(1)

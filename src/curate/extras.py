@@ -35,6 +35,10 @@ def needed_extras(spec: Any) -> dict[str, str]:
     embed = getattr(spec, "embed", None)
     if embed is not None and getattr(embed, "enabled", True):
         needs["embed"] = "embed"
+    decontam = getattr(getattr(spec, "dedup", None), "decontam", None)
+    semantic = getattr(decontam, "semantic", None)
+    if getattr(decontam, "enabled", False) and getattr(semantic, "enabled", False):
+        needs.setdefault("embed", "dedup.decontam (paraphrase matching)")
     for source in spec.sources:
         if source.kind in IMAGING_SOURCES:
             needs.setdefault("imaging", f"source kind {source.kind}")

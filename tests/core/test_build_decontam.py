@@ -1,5 +1,5 @@
-"""A build with a benchmark index rejects the planted leaks as `benchmark_leak:<name>` and the
-manifest lists the matches."""
+"""A build with a benchmark index rejects the planted leaks (an image, a copied question and a
+paraphrased one) as `benchmark_leak:<name>` and the manifest lists the matches."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 
 LEAKED_IMAGE_RECORD = "PMC9200001/f1-F1/0"  # folder/f1-g001.png
 LEAKED_TEXT_RECORD = "PMC9000002/c2-F1/0"  # the head CT caption
+LEAKED_PARAPHRASE_RECORD = "PMC9000003/c3-F1/0"  # the widefield retinal detachment caption
 
 
 def test_planted_benchmark_leaks_are_rejected(tmp_path: Path) -> None:
@@ -50,6 +51,15 @@ def test_planted_benchmark_leaks_are_rejected(tmp_path: Path) -> None:
             "image_name": "synpic200.png",
             "question": "What organ system is imaged in this study of the knee?",
             "answer": "joint",
+        },
+        {
+            # Leak 3: the retina caption reworded (no 13 words in a row shared): found only by
+            # the semantic match of the default rules (dedup/decontam.v2)
+            "qid": 4,
+            "image_name": "synpic200.png",
+            "question": "Is there a superotemporal retinal detachment with a horseshoe tear in "
+            "this widefield picture of the left eye?",
+            "answer": "yes",
         },
     ]
     (bench / "VQA_RAD Dataset Public.json").write_text(json.dumps(items))
@@ -95,12 +105,19 @@ def test_planted_benchmark_leaks_are_rejected(tmp_path: Path) -> None:
     assert all(i["holds"] for i in manifest["identities"])
     rejects = {r["record_id"]: r for r in pq.read_table(out / "rejects").to_pylist()}
     leaks = {rid: r for rid, r in rejects.items() if r["reason"] == "benchmark_leak:vqa_rad"}
-    assert set(leaks) == {LEAKED_IMAGE_RECORD, LEAKED_TEXT_RECORD}
+    assert set(leaks) == {LEAKED_IMAGE_RECORD, LEAKED_TEXT_RECORD, LEAKED_PARAPHRASE_RECORD}
     assert leaks[LEAKED_IMAGE_RECORD]["duplicate_of"].startswith("vqa_rad:")
-    assert manifest["reject_reasons"]["benchmark_leak:vqa_rad"] == 2
+    assert leaks[LEAKED_PARAPHRASE_RECORD]["duplicate_of"] == "vqa_rad:VQA_RAD Dataset Public:4"
+    assert manifest["reject_reasons"]["benchmark_leak:vqa_rad"] == 3
     matches = manifest["benchmark_matches"]
-    assert matches["by_benchmark"] == {"vqa_rad": matches["total"]} and matches["total"] >= 2
-    assert {m["record_id"] for m in matches["first"]} == {LEAKED_IMAGE_RECORD, LEAKED_TEXT_RECORD}
+    assert matches["by_benchmark"] == {"vqa_rad": matches["total"]} and matches["total"] >= 3
+    assert matches["records_removed"] == 3
+    assert {m["record_id"] for m in matches["first"]} == set(leaks)
+    kinds = {(m["record_id"], m["match"]) for m in matches["first"]}
+    assert (LEAKED_PARAPHRASE_RECORD, "semantic") in kinds
+    assert (LEAKED_TEXT_RECORD, "verbatim") in kinds
+    (paraphrase,) = [m for m in matches["first"] if m["record_id"] == LEAKED_PARAPHRASE_RECORD]
+    assert paraphrase["cosine"] >= 0.8 and "paraphrase" in paraphrase["detail"]
     kept = {
         r["record_id"] for r in pq.read_table(out / "shards", columns=["record_id"]).to_pylist()
     }

@@ -63,6 +63,15 @@ COVERAGE: list[tuple[str, str]] = [
     ),
     (r"curate (train|eval) mllm .*", "tests/train/test_train_cli.py::test_train_and_eval_mllm"),
     (
+        r"curate build --spec demo_cohort --out out/cohort",
+        "tests/core/test_demo_cohort.py::test_demo_cohort_builds_and_keeps_its_figures",
+    ),
+    (
+        r"curate (train|eval) (cfm|mllm) .*out/cohort.*",
+        "tests/train/test_train_mllm_cohort.py::"
+        "test_mllm_beats_zeroed_image_and_majority_on_held_out_cohort_questions",
+    ),
+    (
         r"torchrun --nproc_per_node \d+ -m curate(\.cli)? train cfm .*",
         "tests/train/test_train_distributed.py::"
         "test_cfm_two_ranks_with_accumulation_match_one_rank_and_resume_exactly",

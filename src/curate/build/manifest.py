@@ -277,7 +277,11 @@ def identities(
 # ---- optional sections: benchmark matches, instruction accounting -------------------------------
 
 
-def benchmark_matches(out_dir: str) -> dict[str, Any] | None:
+def benchmark_matches(out_dir: str, config: Any = None) -> dict[str, Any] | None:
+    """Counts of the decontamination matches; `config` (the spec's DecontamConfig) adds
+    matches by kind and a warning per index without paraphrase embeddings."""
+    from curate.decontaminate.semantic import manifest_fields
+
     path = fs.join(out_dir, layout.ATTRIBUTES, layout.BENCHMARK_MATCHES)
     if not fs.exists(path):
         return None
@@ -289,7 +293,7 @@ def benchmark_matches(out_dir: str) -> dict[str, Any] | None:
         str(b) for b, _ in {(r.get("benchmark"), r.get("record_id")) for r in rows}
     )
     # `total` counts record x item matches; a record leaking several items is removed once
-    return {
+    summary = {
         "total": len(rows),
         "records_removed": len(records),
         "records_by_benchmark": dict(sorted(records_by.items())),
@@ -297,6 +301,8 @@ def benchmark_matches(out_dir: str) -> dict[str, Any] | None:
         "file": f"{layout.ATTRIBUTES}/{layout.BENCHMARK_MATCHES}",
         "first": rows[:200],
     }
+    summary.update(manifest_fields(config, rows))
+    return summary
 
 
 def _ids_and_reasons(
@@ -433,7 +439,7 @@ def build_manifest(facts: BuildFacts) -> dict[str, Any]:
         "identities": identities(tally, units, outputs, phase2, instructions),
         "files": outputs.files,
         "instructions": instructions,
-        "benchmark_matches": benchmark_matches(facts.out_dir),
+        "benchmark_matches": benchmark_matches(facts.out_dir, spec.dedup.decontam),
         "linking": facts.linking,
         "deidentification": facts.deidentification,
         # Run-to-run values (seconds) live here, never in `stages`, whose counts are exact.

@@ -8,8 +8,9 @@ n-grams with a benchmark text, are rejected with `benchmark_leak:<name>` and the
 Benchmark texts are matched three ways: a question of `short_text_min_tokens` words or more
 by shared word n-grams (verbatim, whatever the answer); a shorter question only together with
 its answer within `answer_window` words of it (question+answer pairs: "is this normal?" alone
-recurs everywhere); and, optionally, paraphrases through the embedding pass
-(`curate.decontaminate.semantic`). The release formats are read by `curate.decontaminate.loaders`.
+recurs everywhere); and paraphrases through the embedding pass (`curate.decontaminate.semantic`:
+the index stores the texts' embeddings, records' sentences are matched by cosine). The release
+formats are read by `curate.decontaminate.loaders`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.decontaminate.config import DecontamConfig
 from curate.decontaminate.loaders import LOADERS
+from curate.decontaminate.semantic import (
+    MODEL_ID_KEY,
+    MODEL_KEY,
+    SemanticIndex,
+    contains,
+    embed_texts,
+    load_text_tower,
+)
 from curate.dedup.imagehash import hash_blocks, image_hash
 from curate.dedup.minhash import word_tokens
 from curate.errors import InputError, MissingFile, SpecError
@@ -42,12 +52,14 @@ class Leak:
     item_id: str
     kind: str  # image | text
     detail: str
+    match: str = ""  # phash | verbatim | semantic
+    cosine: float | None = None  # semantic matches only
 
     @property
     def reason(self) -> str:
         return f"{LEAK_PREFIX}{self.benchmark}"
 
-    def as_row(self) -> dict[str, str]:
+    def as_row(self) -> dict[str, Any]:
         return {
             "record_id": self.record_id,
             "benchmark": self.benchmark,
@@ -55,6 +67,8 @@ class Leak:
             "kind": self.kind,
             "detail": self.detail,
             "reason": self.reason,
+            "match": self.match,
+            "cosine": self.cosine,
         }
 
 
@@ -67,8 +81,25 @@ INDEX_SCHEMA = pa.schema(
         pa.field("image_hash", pa.uint64()),
         pa.field("texts", pa.list_(pa.string())),
         pa.field("answer", pa.string()),
+        # unit vectors of `texts` (the model in the metadata); absent in indexes before v2
+        pa.field("text_vectors", pa.list_(pa.list_(pa.float32()))),
     ]
 )
+
+
+def _text_vectors(texts: list[list[str]], config: DecontamConfig) -> tuple[list, dict[str, str]]:
+    """Per row, the embeddings of its texts, and the metadata naming the model."""
+    if not config.semantic.enabled:
+        return [None] * len(texts), {}
+    tower = load_text_tower(config.semantic.model, config.semantic.device)
+    flat = [t for row in texts for t in row]
+    vectors = embed_texts(tower, flat, config.semantic.batch_size).tolist()
+    out, at = [], 0
+    for row in texts:
+        out.append(vectors[at : at + len(row)])
+        at += len(row)
+    meta = {MODEL_KEY.decode(): config.semantic.model, MODEL_ID_KEY.decode(): tower.model_id}
+    return out, meta
 
 
 def build_benchmark(
@@ -114,12 +145,14 @@ def build_benchmark(
         rows["image_hash"].append(value)
         rows["texts"].append(list(item.texts))
         rows["answer"].append(item.answer or None)
+    rows["text_vectors"], model_meta = _text_vectors(rows["texts"], config)
     table = pa.table(rows, schema=INDEX_SCHEMA).replace_schema_metadata(
         {
             "curate.benchmark.name": name,
             "curate.benchmark.format": fmt,
             "curate.benchmark.source": str(root),
             "curate.benchmark.image_hash": config.image_hash,
+            **model_meta,
         }
     )
     out = Path(index_dir)
@@ -137,17 +170,13 @@ def build_benchmark(
         "missing_images": missing,
         "texts": sum(len(t) for t in rows["texts"]),
         "image_hash": config.image_hash,
+        "text_model": model_meta.get(MODEL_KEY.decode()),
     }
     manifest = out / "index.json"
     listing = json.loads(manifest.read_text()) if manifest.is_file() else {}
     listing[name] = summary
     manifest.write_text(json.dumps(listing, indent=2, sort_keys=True))
     return summary
-
-
-def _contains(tokens: list[bytes], part: tuple[bytes, ...]) -> bool:
-    width = len(part)
-    return any(tuple(tokens[i : i + width]) == part for i in range(len(tokens) - width + 1))
 
 
 def _ngram_keys(tokens: list[bytes], n: int) -> set[bytes]:
@@ -169,6 +198,7 @@ class BenchmarkIndex:
             lambda: defaultdict(list)
         )
         self.names: list[str] = []
+        self.semantic = SemanticIndex(config)
 
     @classmethod
     def load(cls, index_dir: str | Path, config: DecontamConfig) -> BenchmarkIndex:
@@ -187,11 +217,19 @@ class BenchmarkIndex:
                 raise SpecError(
                     f"{path}: images hashed with {method}, config says {config.image_hash}"
                 )
-            index.add(path.stem, table.to_pylist())
+            model = meta.get(MODEL_KEY)
+            index.add(path.stem, table.to_pylist(), model.decode() if model else None)
         return index
 
-    def add(self, name: str, rows: Iterable[dict]) -> None:
+    @property
+    def semantic_status(self) -> dict[str, str]:
+        """Per benchmark: whether paraphrases are matched, or why not (for the manifest)."""
+        return dict(self.semantic.status)
+
+    def add(self, name: str, rows: Iterable[dict], text_model: str | None = None) -> None:
+        rows = list(rows)
         self.names.append(name)
+        self.semantic.add(name, text_model, rows)
         n = self.config.ngram
         for row in rows:
             value = row.get("image_hash")
@@ -258,12 +296,34 @@ class BenchmarkIndex:
                 for name, item, answer in table.get(b" ".join(tokens[start : start + width]), ()):
                     after = tokens[start + width : start + width + window + len(answer)]
                     before = tokens[max(0, start - window - len(answer)) : start]
-                    if _contains(after, answer) or _contains(before, answer):
+                    if contains(after, answer) or contains(before, answer):
                         hits.add((name, item))
         return sorted(hits)
 
     def match(self, record: Record, image_hash_value: int | None = None) -> list[Leak]:
         """Every benchmark item the record matches, image matches first."""
+        return self.match_many([record], [image_hash_value])[0]
+
+    def match_many(
+        self, records: list[Record], image_hashes: list[int | None] | None = None
+    ) -> list[list[Leak]]:
+        """`match` for a batch: the records' sentences are embedded in one call."""
+        hashes = image_hashes or [None] * len(records)
+        out = [self._match_exact(r, h) for r, h in zip(records, hashes)]
+        for leaks, record, hits in zip(out, records, self.semantic.match(records)):
+            rid = str(record.get("record_id"))
+            verbatim = {(leak.benchmark, leak.item_id) for leak in leaks}
+            for hit in hits:
+                if (hit.benchmark, hit.item_id) not in verbatim:
+                    detail = f"{hit.field}: paraphrase, cosine={hit.cosine}"
+                    leaks.append(
+                        Leak(
+                            rid, hit.benchmark, hit.item_id, "text", detail, "semantic", hit.cosine
+                        )
+                    )
+        return out
+
+    def _match_exact(self, record: Record, image_hash_value: int | None) -> list[Leak]:
         rid = str(record.get("record_id"))
         leaks: list[Leak] = []
         if image_hash_value is None and record.get("image"):
@@ -273,16 +333,16 @@ class BenchmarkIndex:
                 image_hash_value = None
         if image_hash_value is not None:
             for name, item, distance in self.match_image(image_hash_value):
-                leaks.append(Leak(rid, name, item, "image", f"hamming={distance}"))
+                leaks.append(Leak(rid, name, item, "image", f"hamming={distance}", "phash"))
         for field in self.config.text_fields:
             text = record.get(field)
             if isinstance(text, str) and text.strip():
                 for name, item, count in self.match_text(text):
-                    leaks.append(Leak(rid, name, item, "text", f"{field}: {count} shared n-grams"))
+                    detail = f"{field}: {count} shared n-grams"
+                    leaks.append(Leak(rid, name, item, "text", detail, "verbatim"))
                 for name, item in self.match_question_answer(text):
-                    leaks.append(
-                        Leak(rid, name, item, "text", f"{field}: question with its answer")
-                    )
+                    detail = f"{field}: question with its answer"
+                    leaks.append(Leak(rid, name, item, "text", detail, "verbatim"))
         return leaks
 
 
@@ -293,10 +353,17 @@ def first_leak(leaks: list[Leak]) -> Leak | None:
     return sorted(leaks, key=lambda leak: (leak.kind != "image", leak.benchmark, leak.item_id))[0]
 
 
-def find_leaks(records: Iterable[Record], index: BenchmarkIndex) -> list[Leak]:
+def find_leaks(
+    records: Iterable[Record], index: BenchmarkIndex, batch_size: int = 256
+) -> list[Leak]:
     out: list[Leak] = []
+    batch: list[Record] = []
     for record in records:
-        out.extend(index.match(record))
+        batch.append(record)
+        if len(batch) >= batch_size:
+            out.extend(leak for leaks in index.match_many(batch) for leak in leaks)
+            batch = []
+    out.extend(leak for leaks in index.match_many(batch) for leak in leaks)
     return out
 
 

@@ -35,7 +35,9 @@ def _list(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     bench = subparsers.add_parser("benchmark", help="evaluation sets to decontaminate against")
     sub = bench.add_subparsers(dest="benchmark_command", required=True)
-    add = sub.add_parser("add", help="index an evaluation set (images by pHash, texts by n-grams)")
+    add = sub.add_parser(
+        "add", help="index an evaluation set (images by pHash, texts by n-grams and embeddings)"
+    )
     add.add_argument(
         "--name", required=True, help="benchmark name, used in `benchmark_leak:<name>`"
     )
@@ -44,7 +46,11 @@ def register(subparsers) -> None:
     add.add_argument(
         "--index", required=True, help="index folder (created; one Parquet per benchmark)"
     )
-    add.add_argument("--rules", default="dedup/decontam.v1", help="decontamination rule file")
+    add.add_argument(
+        "--rules",
+        default="dedup/decontam.v2",
+        help="decontamination rule file (v2 also stores question embeddings for paraphrases)",
+    )
     add.set_defaults(func=_add)
     show = sub.add_parser("list", help="show the benchmarks in an index")
     show.add_argument("--index", required=True)

@@ -53,6 +53,10 @@ class ImageNearConfig(BaseModel):
     thumb_size: int = Field(default=32, ge=8, le=64)
     confirm_gradient_min: float | None = Field(default=0.985, ge=-1.0, le=1.0)
     confirm_coarse_gradient_min: float = Field(default=0.993, ge=-1.0, le=1.0)
+    # ... or the gradients where neither thumbnail is at a highlight (a brightened copy clips
+    # there); None switches this third test off.
+    confirm_unclipped_gradient_min: float | None = Field(default=0.985, ge=-1.0, le=1.0)
+    highlight_level: int = Field(default=230, ge=1, le=255)
     max_pixels: int = 200_000_000
     crop: CropNearConfig = Field(default_factory=CropNearConfig)
     # Resources, not policy: they change speed and memory, never the groups.

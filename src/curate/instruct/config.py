@@ -16,10 +16,14 @@ class TemplatedOptions(BaseModel):
 
     templates: str = Field(
         "chexinstruct.v1",
-        description="template file stem in curation_rules/templates/ (versioned)",
+        description="template file stem in curation_rules/templates/ (versioned); the file's "
+        "`kind` picks CheXinstruct-style tasks (chexinstruct.v1) or caption attribute questions "
+        "(caption_attributes.v1)",
     )
     tasks: list[str] | None = Field(
-        None, description="task names to run (e.g. coarse.view_classification); None = all"
+        None,
+        description="task names to run (e.g. coarse.view_classification, attribute.shape); "
+        "None = all",
     )
 
 

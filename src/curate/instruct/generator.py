@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from curate.instruct import records as R
+from curate.instruct.caption_attributes import CaptionAttributeGenerator, templated_generator
 from curate.instruct.config import InstructConfig
 from curate.instruct.llm import Answer, ChatClient, prompt_input
 from curate.instruct.templated import GENERATOR as TEMPLATED
@@ -61,7 +62,7 @@ class InstructionGenerator:
     ) -> None:
         self.config = config
         self._concept_extractor = concept_extractor
-        self.templated: TemplatedGenerator | None = None
+        self.templated: TemplatedGenerator | CaptionAttributeGenerator | None = None
         self.client: ChatClient | None = None
         self.verifier: Verifier | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -71,7 +72,8 @@ class InstructionGenerator:
     def setup(self) -> None:
         cfg = self.config
         if TEMPLATED in cfg.generators and self.templated is None:
-            self.templated = TemplatedGenerator(
+            # the template file's `kind` picks CheXinstruct-style tasks or caption attributes
+            self.templated = templated_generator(
                 cfg.templated.templates, cfg.templated.tasks, include_image=cfg.include_image
             )
         if LLM in cfg.generators and self.client is None:
