@@ -12,12 +12,20 @@ DEMO_OUT ?= demo_out
 
 setup: $(VENV)/.installed
 
+# pip's own output goes to $(VENV)/setup.log (a machine's pip config can print a warning per
+# package); a failed step prints the log's tail and stops.
+SETUP_LOG := $(VENV)/setup.log
+PIP := $(PY) -m pip install
+QUIET := >> $(SETUP_LOG) 2>&1 || { tail -n 40 $(SETUP_LOG); exit 1; }
+
 $(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
-	touch $@
+	@echo "setting up $(VENV): torch (CPU), then curate with all extras (log: $(SETUP_LOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip $(QUIET)
+	@$(PIP) $(TORCH) $(QUIET)
+	@$(PIP) -c constraints.txt -e ".[all]" $(QUIET)
+	@touch $@
+	@echo "setup done"
 
 # Quiet: each build prints its slow phases, phase-1 progress and a short summary (-v for more).
 demo: setup

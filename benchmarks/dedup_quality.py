@@ -1,16 +1,40 @@
 """Measured dedup and decontamination quality on labelled sets with hard negatives.
 
-Images (real volumes from ../shared/realdata, read in place): every slice of a volume is a
-record, and some slices get planted copies (re-encoded JPEG q25-50, resized to 40-80%,
-brightness +/-15-25%, 5-10% border crops). Adjacent slices (and the two time points of an fMRI
-run) are the hard negatives: a drop that keeps a record of another slice is a wrong merge.
-The volumes are split: TUNE (TotalSegmentator CT, MR; the demo figures of
-curate.demo.near_duplicates) chose `confirm_gradient_min` in curation_rules/dedup/near_dedup.v1;
-DEV (nibabel fMRI slices and time points, anatomical MR, pydicom's CT2 series) was held out
-for that choice, but its misses were then looked at to add `confirm_unclipped_gradient_min`,
-so it is a dev set now; HELD-OUT (pydicom's enhanced MR `emri_small`, 10 frames, and enhanced
-CT `eCT_Supplemental`, 2 frames) was added after that choice and never tuned on. It is small:
-realdata holds no other independent volume with real pixels.
+Images (real volumes and images from ../shared/realdata, read in place): every slice of a
+volume is a record, shown as a figure would show it (windowed to 8 bits, upscaled to >= 192
+pixels a side, at least 3x), and some slices get planted copies (re-encoded JPEG q25-50,
+resized to 40-80%, brightness +/-15-25%, 5-10% border crops). Adjacent slices are the hard
+negatives: a drop that keeps a record of another slice is a wrong merge. The parts, in the
+order they were made and what was learnt from each:
+
+- TUNE (TotalSegmentator CT, MR; the demo figures of curate.demo.near_duplicates) chose the
+  thresholds of curation_rules/dedup/near_dedup.v1.
+- DEV (nibabel fMRI and anatomical MR slices, pydicom's CT2 series): held out for the first
+  choice; its misses then led to `confirm_unclipped_gradient_min`, `confirm_dhash_max` 10 and
+  the shifted crop windows (`crop.offsets`).
+- HELD-OUT (pydicom's enhanced MR `emri_small`, 10 frames, and enhanced CT `eCT_Supplemental`,
+  2 frames): never tuned on, and small.
+- DEV_IMAGES (25 distinct real DICOM images: CT, MR, DX, CR, NM, US, palette and colour US, test
+  patterns; each with one copy of every variant, plus `found`: the other files of realdata that
+  hold the same picture in another codec, size or lookup table). Held out until its first run,
+  which measured precision 1.000, recall re-encoded 0.960, resized 0.960, brightness 0.880,
+  crops 0.840, found 0.667; its misses (a stripe ramp whose pHash moves 22-30 bits) led to the
+  gradient hash, so it is a dev set now.
+- DEV_SERIES (pydicom's RT dose grid, 15 planes of 10x10; nibabel's NIfTI-2 example, 12 slices;
+  highdicom's slide tiles, blank, so skipped): held out until its first run, with the gradient
+  hash on, which measured precision 0.500 (9 adjacent dose planes merged: smooth 10x10 grids,
+  gradients 0.991-0.994 apart, pHash 12-26 bits), recall re-encoded 0.750, brightness 0.333,
+  crops 0.667; that led to `gradient_hash_confirm_min`, so it is a dev set now. No untouched
+  held-out data is left in realdata beyond HELD-OUT.
+
+TIME POINTS (nibabel's `functional.nii`: 20 time points of 3 slices, real scanner noise between
+them; pydicom's 30-frame ultrasound cine loop) are reported apart, as a known limit: the time
+points of one slice differ only by acquisition noise (1 - r of the thumbnails 0.002-0.014), as
+close as a re-encoded or resized copy (up to 0.007, 0.024 for a brightened colour figure), so
+no image-content threshold keeps one and drops the other; a build keeps them apart only when
+they arrive as volumes (`volume_index`), not as figures. (nibabel's `example4d.nii.gz` is not
+used for this: its second volume equals the first in 62% of voxels, differing by 3% of the
+intensity spread, less than a JPEG re-encode: a fixture copy, not a second acquisition.)
 
 Captions (real IU X-ray report texts): each chosen text gets variants; positives drop one word
 or reorder two sentences; hard negatives change a number, flip left/right or add/remove a
@@ -71,13 +95,29 @@ def _jpeg(image: Image.Image, quality: int = 92) -> bytes:
 
 
 def _slice_image(plane: np.ndarray, lo: float, hi: float, scale: int = 3) -> Image.Image:
-    """A slice as a figure would show it: windowed to 8 bits, upscaled `scale` times (the
-    TUNE/DEV volumes are small, so 3x)."""
+    """A slice windowed to 8 bits and upscaled `scale` times."""
     pixels = (np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
     image = Image.fromarray(np.ascontiguousarray(np.rot90(pixels)), "L")
     if scale == 1:
         return image
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
+
+
+def _figure_scale(plane_shape: tuple[int, ...], least: int) -> int:
+    """How a figure shows a slice: at least `least` times and at least 192 pixels a side (the
+    builds' `image_min_side` floor is 64: a 16-pixel slice at 3x would not reach near-dup)."""
+    return max(least, -(-192 // min(plane_shape)))
+
+
+def _series(
+    volume: np.ndarray, lo: float | None = None, hi: float | None = None, least: int = 3
+) -> list[Image.Image]:
+    """The slices (last axis) of a 3-D volume as figure images, windowed to [lo, hi] (default:
+    the 0.5-99.5 percentiles), upscaled at least `least` times."""
+    lo = float(np.percentile(volume, 0.5)) if lo is None else lo
+    hi = float(np.percentile(volume, 99.5)) if hi is None else hi
+    scale = _figure_scale(volume.shape[:2], least)
+    return [_slice_image(volume[:, :, k], lo, hi, scale) for k in range(volume.shape[2])]
 
 
 def _variant(rng: np.random.Generator, image: Image.Image, kind: str) -> bytes:
@@ -101,57 +141,89 @@ def _variant(rng: np.random.Generator, image: Image.Image, kind: str) -> bytes:
 
 
 def _volumes(realdata: Path) -> dict[str, list[tuple[str, list[Image.Image]]]]:
-    """part -> [(name, slice images)]; a 4-D run gives one list per time point."""
+    """part -> [(name, slice images)]; a 4-D run gives one list per time point (`NAME_tNN`)."""
     import nibabel
     import pydicom
 
     def nifti(rel: str) -> np.ndarray:
         return np.asarray(nibabel.load(str(realdata / rel)).dataobj).astype(np.float32)
 
-    def series(volume: np.ndarray, lo: float | None = None, hi: float | None = None):
-        lo = float(np.percentile(volume, 0.5)) if lo is None else lo
-        hi = float(np.percentile(volume, 99.5)) if hi is None else hi
-        return [_slice_image(volume[:, :, k], lo, hi) for k in range(volume.shape[2])]
-
     ct = nifti("nifti/totalsegmentator/example_ct.nii.gz")
     mr = nifti("nifti/totalsegmentator/example_mr_sm.nii.gz")
-    fmri = nifti("nifti/nibabel/example4d.nii.gz")
+    fmri = nifti("nifti/nibabel/example4d.nii.gz")[..., 0]
     anat = nifti("nifti/nibabel/anatomical.nii")
     ct2 = sorted((realdata / "dicom/pydicom/dicomdirtests/77654033/CT2").glob("*"))
     ct2_planes = [pydicom.dcmread(p).pixel_array.astype(np.float32) for p in ct2]
-    dicom_series = np.stack(ct2_planes, axis=2) if ct2_planes else None
-    lo, hi = float(np.percentile(fmri, 0.5)), float(np.percentile(fmri, 99.5))
-    held = [
-        ("fmri_t0", series(fmri[..., 0], lo, hi)),
-        ("fmri_t1", series(fmri[..., 1], lo, hi)),
-        ("anatomical", series(anat)),
-    ]
-    if dicom_series is not None:
-        held.append(("dicom_ct2", series(dicom_series)))
+    dev = [("fmri", _series(fmri)), ("anatomical", _series(anat))]
+    if ct2_planes:
+        dev.append(("dicom_ct2", _series(np.stack(ct2_planes, axis=2))))
+    run = nifti("nifti/nibabel/functional.nii")
+    lo, hi = float(np.percentile(run, 0.5)), float(np.percentile(run, 99.5))
+    cine = _frames(realdata / "dicom/pydicom/examples_ybr_color.dcm")
     return {
-        "tune": [("ct", series(ct, -200, 400)), ("mr", series(mr))],
-        "dev": held,
+        "tune": [("ct", _series(ct, -200, 400)), ("mr", _series(mr))],
+        "dev": dev,
         "held_out": _fresh_volumes(realdata),
+        "dev_series": _series_two(realdata),
+        "time_points": [
+            (f"functional_t{t:02d}", _series(run[..., t], lo, hi)) for t in range(run.shape[3])
+        ]
+        + [(f"us_cine_t{t:02d}", [frame]) for t, frame in enumerate(cine)],
     }
 
 
-def _fresh_volumes(realdata: Path) -> list[tuple[str, list[Image.Image]]]:
-    """The HELD-OUT part: real enhanced multi-frame series, each frame a slice, upscaled to
-    >= 192 pixels a side. (The Philips MPRAGE and Siemens MOSAIC files of realdata were meant
-    to be here too, but their pixel data are all zero: nibabel ships them as header fixtures.)"""
+def _frames(path: Path) -> list[Image.Image]:
+    """The frames of a multi-frame DICOM as figure images (RGB stays RGB)."""
     import pydicom
 
-    def stack(frames: np.ndarray) -> list[Image.Image]:
-        frames = frames.astype(np.float32)
-        lo, hi = float(np.percentile(frames, 0.5)), float(np.percentile(frames, 99.5))
-        scale = max(1, -(-192 // min(frames.shape[1:])))
-        return [_slice_image(frame.T, lo, hi, scale) for frame in frames]
+    frames = pydicom.dcmread(path).pixel_array
+    if frames.ndim == 4:  # (frames, rows, cols, 3): pydicom gives colour as RGB
+        scale = _figure_scale(frames.shape[1:3], least=1)
+        return [
+            Image.fromarray(f.astype(np.uint8), "RGB").resize(
+                (f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.BICUBIC
+            )
+            for f in frames
+        ]
+    return _series(np.transpose(frames.astype(np.float32), (2, 1, 0)), least=1)
+
+
+def _series_two(realdata: Path) -> list[tuple[str, list[Image.Image]]]:
+    """DEV_SERIES (see the module docstring): pydicom's RT dose grid (15 frames), nibabel's
+    NIfTI-2 example (first volume, 12 slices) and highdicom's slide-microscopy tiles (25 RGB
+    frames, each tile its own image; blank, so none passes the informative-slice filter)."""
+    import nibabel
+
+    dicom = realdata / "dicom"
+    nifti2 = np.asarray(
+        nibabel.load(str(realdata / "nifti/nibabel/example_nifti2.nii.gz")).dataobj
+    ).astype(np.float32)
+    return [
+        ("rtdose", _frames(dicom / "pydicom/rtdose.dcm")),
+        ("nifti2", _series(nifti2[..., 0])),
+        ("slide_tiles", _frames(dicom / "highdicom/sm_image.dcm")),
+    ]
+
+
+def _fresh_volumes(realdata: Path) -> list[tuple[str, list[Image.Image]]]:
+    """The HELD-OUT part: real enhanced multi-frame series, each frame a slice. (The Philips
+    MPRAGE and Siemens MOSAIC files of realdata were meant to be here too, but their pixel data
+    are all zero: nibabel ships them as header fixtures.)"""
+    import pydicom
 
     dicom = realdata / "dicom"
     out = []
     for name in ("emri_small", "eCT_Supplemental"):
-        out.append((name, stack(pydicom.dcmread(dicom / f"pydicom_data/{name}.dcm").pixel_array)))
+        frames = pydicom.dcmread(dicom / f"pydicom_data/{name}.dcm").pixel_array
+        # frames are (n, rows, cols); _series takes slices on the last axis, transposed as before
+        out.append((name, _series(np.transpose(frames.astype(np.float32), (2, 1, 0)), least=1)))
     return out
+
+
+def _run_name(name: str) -> str:
+    """The run a volume belongs to: `functional_t07` -> `functional`."""
+    head, sep, tail = name.rpartition("_t")
+    return head if sep and tail.isdigit() else name
 
 
 def image_records(volumes: list[tuple[str, list[Image.Image]]], seed: int):
@@ -160,20 +232,108 @@ def image_records(volumes: list[tuple[str, list[Image.Image]]], seed: int):
     rng = np.random.default_rng(seed)
     records, source, variant = [], {}, {}
     for name, images in volumes:
-        base = name.split("_t")[0]  # time points of one run: same slice, other record
         for k, image in enumerate(images):
             if np.asarray(image).std() < 8:
                 continue  # blank slices outside the body
             rid = f"{name}/{k:03d}"
             records.append({"record_id": rid, "image": _jpeg(image), "caption": ""})
             source[rid], variant[rid] = (name, k), "slice"
-            if name.endswith("_t1") or k % 2:
-                continue
+            if k % 2 or (name != _run_name(name) and not name.endswith("_t00")):
+                continue  # copies of every other slice (of a run's first time point only)
             kind = IMAGE_VARIANTS[(k // 2) % len(IMAGE_VARIANTS)]
             cid = f"{rid}/{kind}"
             records.append({"record_id": cid, "image": _variant(rng, image, kind), "caption": ""})
             source[cid], variant[cid] = (name, k), kind
-        del base
+    for r in records:
+        with Image.open(io.BytesIO(r["image"])) as im:
+            r["image_width"], r["image_height"] = im.size
+    return records, source, variant
+
+
+# Distinct real single images of realdata (CT, MR, DX, CR, NM, US, colour and palette US, test
+# patterns), each shown at >= 192 pixels a side; and, per original, the other files in realdata
+# that hold the same picture (another codec, size or lookup table): copies made by others.
+SINGLE_IMAGES = {
+    "ct_small": "pydicom/CT_small.dcm",
+    "dx": "highdicom/dx_image.dcm",
+    "mr_256": "nibabel/0.dcm",
+    "mr_384": "nibabel/slicethickness_empty_string.dcm",
+    "ct_693": "pydicom_data/693_UNCI.dcm",
+    "ct_j2k": "pydicom/J2K_pixelrep_mismatch.dcm",
+    "nm": "pydicom/JPEG2000.dcm",
+    "mr_small": "pydicom/MR_small.dcm",
+    "mr_overlay": "pydicom/examples_overlay.dcm",
+    "us_palette": "pydicom/examples_palette.dcm",
+    "us_rgb": "pydicom/examples_rgb_color.dcm",
+    "pattern_dfl": "pydicom/image_dfl.dcm",
+    "pattern_lut": "pydicom_data/mlut_18.dcm",
+    "mr_siemens": "pydicom_data/MR-SIEMENS-DICOM-WithOverlays.dcm",
+    "mr_1024": "pydicom_data/MR2_UNCI.dcm",
+    "cr_rg1": "pydicom_data/RG1_J2KR.dcm",
+    "cr_rg3": "pydicom_data/RG3_J2KR.dcm",
+    "us_lossless": "pydicom_data/JPGLosslessP14SV1_1s_1f_8b.dcm",
+    "us_ob": "pydicom_data/OBXXXX1A.dcm",
+    "us_colour_pl": "pydicom_data/color-pl.dcm",
+    "us_aloka": "pydicom_data/gdcm-US-ALOKA-16.dcm",
+    "ct_vr_un": "pydicom_data/explicit_VR-UN.dcm",
+    "ct_bad_seq": "pydicom_data/bad_sequence.dcm",
+    "text_gbr": "pydicom/GDCMJ2K_TextGBR.dcm",
+    "us_small": "pydicom/ExplVR_BigEnd.dcm",
+}
+WILD_COPIES = {
+    "mr_256": ["nibabel/1.dcm"],
+    "nm": ["pydicom/JPGExtended.dcm", "pydicom_data/JPEG-LL.dcm"],
+    "us_rgb": ["pydicom_data/US1_UNCI.dcm", "pydicom/examples_jpeg2k.dcm"],
+    "pattern_lut": ["pydicom_data/vlut_04.dcm"],
+}
+
+
+def _dicom_figure(path: Path) -> Image.Image:
+    """A DICOM image as a figure would show it: first frame, palette and colour as RGB,
+    greyscale windowed to its 0.5-99.5 percentiles (MONOCHROME1 inverted), >= 192 pixels."""
+    import pydicom
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    kind = str(ds.PhotometricInterpretation)
+    if kind == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        if pixels.dtype != np.uint8:
+            pixels = pixels.astype(np.float32) * (255.0 / max(float(pixels.max()), 1.0))
+    if pixels.ndim == 3:  # pydicom gives colour as RGB
+        image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    else:
+        plane = pixels.astype(np.float32)
+        lo, hi = float(np.percentile(plane, 0.5)), float(np.percentile(plane, 99.5))
+        gray = (np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+        image = Image.fromarray(255 - gray if kind == "MONOCHROME1" else gray, "L")
+    scale = _figure_scale((image.height, image.width), least=1)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
+    return image
+
+
+def single_image_records(realdata: Path, seed: int):
+    """The DEV_IMAGES part: every original with one copy of each planted variant, plus
+    the copies found in realdata (variant `found`). Sources as in `image_records`."""
+    rng = np.random.default_rng(seed)
+    dicom = realdata / "dicom"
+    records, source, variant = [], {}, {}
+
+    def add(rid: str, data: bytes, name: str, kind: str) -> None:
+        records.append({"record_id": rid, "image": data, "caption": ""})
+        source[rid], variant[rid] = (name, 0), kind
+
+    for name, rel in SINGLE_IMAGES.items():
+        image = _dicom_figure(dicom / rel)
+        add(name, _jpeg(image), name, "slice")
+        for kind in IMAGE_VARIANTS:
+            add(f"{name}/{kind}", _variant(rng, image, kind), name, kind)
+        for k, other in enumerate(WILD_COPIES.get(name, [])):
+            add(f"{name}/found{k}", _jpeg(_dicom_figure(dicom / other)), name, "found")
     for r in records:
         with Image.open(io.BytesIO(r["image"])) as im:
             r["image_width"], r["image_height"] = im.size
@@ -188,7 +348,11 @@ def score_images(records, source, variant, config: NearDedupConfig) -> dict[str,
     for rid, _, kept in decisions:
         keeper[rid] = kept
     wrong = [(rid, kept) for rid, _, kept in decisions if source[rid] != source[kept]]
-    timepoints = [(a, b) for a, b in wrong if source[a][1] == source[b][1]]
+    timepoints = [
+        (a, b)
+        for a, b in wrong
+        if source[a][1] == source[b][1] and _run_name(source[a][0]) == _run_name(source[b][0])
+    ]
     slices_only = len(decisions) - len(timepoints)
     out: dict[str, float] = {
         "drops": len(decisions),
@@ -199,7 +363,7 @@ def score_images(records, source, variant, config: NearDedupConfig) -> dict[str,
         "cpu_s": seconds,
     }
     slice_of = {source[rid]: rid for rid, v in variant.items() if v == "slice"}
-    for kind in IMAGE_VARIANTS:
+    for kind in (*IMAGE_VARIANTS, "found"):
         copies = [rid for rid, v in variant.items() if v == kind]
         found = sum(keeper[c] == keeper[slice_of[source[c]]] for c in copies)
         out[kind] = found / len(copies) if copies else float("nan")
@@ -210,8 +374,9 @@ def score_images(records, source, variant, config: NearDedupConfig) -> dict[str,
 def image_section(realdata: Path, config: NearDedupConfig) -> None:
     print("== images: slices of real volumes (copies vs adjacent slices and time points)")
     loose = hashes_only(config)
-    for part, volumes in _volumes(realdata).items():
-        labelled = image_records(volumes, seed=0)
+    parts = {part: image_records(volumes, seed=0) for part, volumes in _volumes(realdata).items()}
+    parts["dev_images"] = single_image_records(realdata, seed=0)
+    for part, labelled in parts.items():
         base = score_images(*labelled, loose)
         print(
             f"  {part:<9} baseline (hashes only): precision {base['slice_precision']:.3f} with"
@@ -225,13 +390,15 @@ def image_section(realdata: Path, config: NearDedupConfig) -> None:
             f" near-dup CPU {result['cpu_s']:.1f}s vs {base['cpu_s']:.1f}s hashes only"
         )
         if result["timepoint_merges"]:
-            overall = check(f"image {part} precision (with time points)", result["precision"], 0.99)
+            # not a target: see the module docstring (time points differ by noise alone)
             print(
-                f"  {part:<9} precision {overall} counting time points"
-                f" ({result['timepoint_merges']} merges of one fMRI slice's two time points:"
-                " equal within noise at any thumbnail size, a known limit)"
+                f"  {part:<9} precision {result['precision']:.3f} counting time points"
+                f" ({result['timepoint_merges']} merges of one slice's time points: a known"
+                " limit, not a target)"
             )
-        for kind in IMAGE_VARIANTS:
+        for kind in (*IMAGE_VARIANTS, "found"):
+            if not result[f"{kind}_n"]:
+                continue
             target = 0.8 if kind == "cropped" else 0.95
             print(
                 f"    {kind:<10} recall {check(f'image {part} {kind}', result[kind], target)}"
@@ -297,7 +464,14 @@ def hashes_only(config: NearDedupConfig) -> NearDedupConfig:
     """The named baseline: the former checks (pHash + dHash, caption shingles) without the
     thumbnail, crop search, cue and image confirmation; each drop still checked against its kept record."""
     crop = config.image.crop.model_copy(update={"enabled": False})
-    image = config.image.model_copy(update={"confirm_gradient_min": None, "crop": crop})
+    image = config.image.model_copy(
+        update={
+            "confirm_gradient_min": None,
+            "crop": crop,
+            "gradient_hash_max": None,
+            "confirm_dhash_max": 6,  # the former operating point
+        }
+    )
     caption = config.caption.model_copy(
         update={"same_cues": False, "image_different_phash_min": None}
     )

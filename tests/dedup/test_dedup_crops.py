@@ -10,6 +10,7 @@ from PIL import Image
 
 from curate.dedup.config import CropNearConfig, NearDedupConfig
 from curate.dedup.crops import CropAligner, box_weights, crop_signals, min_crop_distance
+from curate.dedup.imagehash import _resize, phash_pixels
 from curate.dedup.near import find_near_duplicates
 from curate.demo.near_duplicates import generate, score
 
@@ -76,7 +77,41 @@ def test_centre_hashes_bring_a_crop_within_reach():
     crop.save(buf, "PNG")
     full_b = phash(buf.getvalue())
     assert min_crop_distance(hashes_a, [full_b]) <= config.max_hamming
-    assert len(hashes_a) == len(config.scales) and len(hashes_b) == len(config.scales)
+    windows = len(config.scales) * len(config.offsets) ** 2
+    assert len(hashes_a) == windows and len(hashes_b) == windows
+
+
+@pytest.mark.realdata
+def test_shifted_windows_reach_an_uneven_crop_the_centred_ones_miss(realdata):
+    """A real MR slice cut 9% on the left and 1% on the right: its centre moved, so no centred
+    window of the original is within reach; a window shifted by 3% is."""
+    import nibabel
+
+    volume = np.asarray(nibabel.load(str(realdata / "nifti/nibabel/anatomical.nii")).dataobj)
+    plane = volume[:, :, 14].astype(np.float32)
+    pixels = (np.clip(plane / np.percentile(plane, 99.5), 0, 1) * 255).astype(np.uint8)
+    original = Image.fromarray(np.ascontiguousarray(np.rot90(pixels)), "L").resize((198, 246))
+    w, h = original.size
+    crop = original.crop(
+        (round(0.09 * w), round(0.02 * h), w - round(0.01 * w), h - round(0.08 * h))
+    )
+    shifted = CropNearConfig()
+    centred = CropNearConfig(scales=[0.9, 0.85, 0.8], offsets=[0.0])
+
+    def distance(config: CropNearConfig) -> int:
+        a, _ = crop_signals(original, config)
+        b, _ = crop_signals(crop, config)
+        # the full-image pHash, as near-dup stores it beside the windows
+        full_a, full_b = (phash_pixels(_resize(im, (32, 32))) for im in (original, crop))
+        return min_crop_distance((full_a, *a), (full_b, *b))
+
+    assert distance(centred) > centred.max_hamming
+    assert distance(shifted) <= shifted.max_hamming
+
+
+def test_offsets_must_keep_windows_inside_the_image():
+    with pytest.raises(ValueError, match="outside"):
+        CropNearConfig(scales=[0.9], offsets=[0.0, 0.08])
 
 
 def test_box_weights_average_areas():

@@ -124,6 +124,7 @@ def test_decisions_from_sidecar_equal_decisions_from_records(records, keep):
     for prefix in ("full", "sidecar"):
         for step in (
             "image_groups",
+            "gradient_groups",
             "crop_groups",
             "caption_bands",
             "caption_signatures",

@@ -48,6 +48,7 @@ from curate.dedup.groups import Edge, resolve
 from curate.dedup.near import (
     ImageMember,
     NearAttributes,
+    gradient_members,
     image_edges_for_group,
     image_group_bits,
     image_group_keys,
@@ -136,9 +137,21 @@ def _image_member(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageM
 
 
 def _crop_members(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageMember]:
-    """The record's full and centre-crop pHashes as members of the crop search."""
+    """The record's full and window pHashes as members of the crop search."""
     rank = attrs.keep_rank(config.keep)
     return list(crop_members(attrs.record_id, attrs.image_hash, attrs.crop_hashes, rank))
+
+
+def _candidate_search(
+    kind: str, config: NearDedupConfig
+) -> tuple[Callable[[NearAttributes, NearDedupConfig], list[ImageMember]], int, int | None]:
+    """(members of a record, max bits, dHash bits) of one image candidate search."""
+    image = config.image
+    if kind == "crop":
+        return _crop_members, image.crop.max_hamming, None
+    if kind == "gradient":
+        return gradient_members, image.gradient_hash_max or 0, None
+    return _image_member, image.max_hamming, image.confirm_dhash_max
 
 
 def _between_records(edges: list[Edge]) -> list[Edge]:
@@ -157,19 +170,18 @@ class ImageEdges(beam.PTransform):
         self,
         config: NearDedupConfig,
         shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups",
-        crops: bool = False,
+        kind: str = "image",
     ) -> None:
         super().__init__()
         self.config = config
         self.shuffle_label = shuffle_label
-        # crops: the crop candidates (full and centre pHashes, `curate.dedup.crops`) instead
-        self.crops = crops
+        # image: pHashes confirmed on dHash; crop: full and window pHashes
+        # (`curate.dedup.crops`); gradient: the thumbnails' gradient hashes
+        self.kind = kind
 
     def expand(self, attrs: beam.PCollection) -> beam.PCollection:
         image = self.config.image
-        member_fn = _crop_members if self.crops else _image_member
-        max_hamming = image.crop.max_hamming if self.crops else image.max_hamming
-        confirm_max = None if self.crops else image.confirm_dhash_max
+        member_fn, max_hamming, confirm_max = _candidate_search(self.kind, self.config)
         members = attrs | "ImageMembers" >> beam.FlatMap(member_fn, self.config)
         bits = (
             members
@@ -310,9 +322,12 @@ class NearDuplicates(beam.PTransform):
             edge_sets.append(
                 attrs | "Image" >> ImageEdges(config, f"{self.shuffle_prefix}_image_groups")
             )
+            if config.image.gradient_hash_max is not None:
+                label = f"{self.shuffle_prefix}_gradient_groups"
+                edge_sets.append(attrs | "Gradient" >> ImageEdges(config, label, "gradient"))
             if config.image.crop.enabled:
                 crop_label = f"{self.shuffle_prefix}_crop_groups"
-                edge_sets.append(attrs | "Crop" >> ImageEdges(config, crop_label, crops=True))
+                edge_sets.append(attrs | "Crop" >> ImageEdges(config, crop_label, "crop"))
         if caption:
             assert rows is not None
             edge_sets.append(

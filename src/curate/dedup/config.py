@@ -30,7 +30,10 @@ class CropNearConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    scales: list[float] = Field(default_factory=lambda: [0.9, 0.85, 0.8])
+    scales: list[float] = Field(default_factory=lambda: [0.85])
+    # centres of the crop windows, shifted by these fractions of the width and height (every
+    # x, y combination): an uneven crop moves the centre
+    offsets: list[float] = Field(default_factory=lambda: [-0.03, 0.0, 0.03])
     max_hamming: int = Field(default=10, ge=0, le=32)
     thumb_size: int = Field(default=64, ge=32, le=128)
     max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
@@ -40,6 +43,16 @@ class CropNearConfig(BaseModel):
     gradient_min: float = Field(default=0.995, ge=-1.0, le=1.0)
     skip_same_shape: bool = True
 
+    @model_validator(mode="after")
+    def _windows_inside(self) -> CropNearConfig:
+        room = (1 - max(self.scales, default=1.0)) / 2
+        if any(abs(o) > room + 1e-9 for o in self.offsets):
+            raise ValueError(
+                f"crop offsets {self.offsets} move a window of scale {max(self.scales)} outside"
+                f" the image: each must be within +/-{room:g}"
+            )
+        return self
+
 
 class ImageNearConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -47,7 +60,7 @@ class ImageNearConfig(BaseModel):
     enabled: bool = True
     hash: Literal["phash", "dhash"] = "phash"
     max_hamming: int = Field(default=8, ge=0, le=32)
-    confirm_dhash_max: int | None = Field(default=6, ge=0, le=64)
+    confirm_dhash_max: int | None = Field(default=10, ge=0, le=64)
     # Confirmation beyond 64 bits (curate.dedup.confirm): gradient correlation of 32x32
     # thumbnails made in phase 1; None switches it off (hash thresholds alone decide).
     thumb_size: int = Field(default=32, ge=8, le=64)
@@ -57,6 +70,13 @@ class ImageNearConfig(BaseModel):
     # there); None switches this third test off.
     confirm_unclipped_gradient_min: float | None = Field(default=0.985, ge=-1.0, le=1.0)
     highlight_level: int = Field(default=230, ge=1, le=255)
+    # A second way to propose pairs: the gradient hash of the thumbnail
+    # (curate.dedup.confirm.gradient_hash) within this many bits; None: pHash alone proposes.
+    # Needs the thumbnail check (confirm_gradient_min) on.
+    gradient_hash_max: int | None = Field(default=8, ge=0, le=32)
+    # ... and such a pair (its pHashes further apart than max_hamming) is a copy only if its
+    # 32x32 gradients correlate at least this much (the usual checks are not enough)
+    gradient_hash_confirm_min: float = Field(default=0.995, ge=-1.0, le=1.0)
     max_pixels: int = 200_000_000
     crop: CropNearConfig = Field(default_factory=CropNearConfig)
     # Resources, not policy: they change speed and memory, never the groups.

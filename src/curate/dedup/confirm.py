@@ -6,7 +6,8 @@ The hashes and MinHash bands only *propose* pairs: 64 bits cannot tell an adjace
 record per group and drops a member only when this module confirms it against that kept
 record, so one weak link never chains neighbours into a group.
 
-- Images: both hashes within their thresholds *and* the gradient correlation of the 32x32
+- Images: the pHash, or the gradient hash (`gradient_hash`), and the dHash within their
+  thresholds *and* the gradient correlation of the 32x32
   thumbnails made in phase 1 (`curate.dedup.imagehash.thumbnail_pixels`) at least
   `confirm_gradient_min`, or that of the thumbnails averaged to 16x16 at least
   `confirm_coarse_gradient_min` (codec noise and clipped highlights average out there), or
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -167,6 +169,28 @@ def gradient_vectors(
     return out, have
 
 
+@lru_cache(maxsize=4)
+def _sign_projections(width: int) -> np.ndarray:
+    """64 fixed +/-1 directions over `width` gradient values, drawn from SHAKE-256 (the same
+    on every machine and NumPy version, so sidecars made elsewhere stay comparable)."""
+    raw = hashlib.shake_256(b"curate.gradient_hash.v1").digest(64 * width // 8 + 1)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[: 64 * width]
+    return np.where(bits.reshape(64, width) > 0, 1.0, -1.0).astype(np.float32)
+
+
+def gradient_hash(thumb: bytes | None, size: int) -> int | None:
+    """A 64-bit sign-projection hash (SimHash) of a thumbnail's gradients: the angle between
+    two images' gradient vectors, which the confirmation thresholds, shows as differing bits
+    (about 64 * angle / 180 degrees). It proposes pairs whose pHash is unstable (energy
+    outside pHash's 8x8 lowest frequencies: stripes, fine texture, a small bright region on
+    black). None without a thumbnail or without gradients (a flat image)."""
+    grads, have = gradient_vectors([thumb], size)
+    if not have[0] or not grads[0].any():
+        return None
+    bits = (_sign_projections(grads.shape[1]) @ grads[0]) > 0
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
 def unclipped_gradient_correlation(
     thumbs: Sequence[bytes | None], k: int, idx: np.ndarray, size: int, highlight: int
 ) -> np.ndarray:
@@ -277,6 +301,7 @@ class PairConfirmer:
 
         self.phash, self.has_image = ints("image_hash")
         self.has_image &= image.enabled
+        self.ghash, self.has_ghash = ints("gradient_hash")
         self.dhash, self.has_dhash = ints("confirm_hash")
         self.cues, self.has_cues = ints("cues")
         thumbs = [r.get("thumb") for r in rows]
@@ -307,12 +332,20 @@ class PairConfirmer:
         """Whether each of `idx` is an image copy of `k`."""
         image = self.config.image
         ok = self.has_image[idx] & self.has_image[k]
-        ok &= _popcount(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
+        close = _popcount(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
+        # pairs only the gradient hash proposes: the pHash dissents, so the thumbnails must agree
+        # more closely than usual to overrule it
+        overrule = np.zeros(len(idx), dtype=bool)
+        if image.gradient_hash_max is not None and self.has_ghash[k]:
+            near = _popcount(self.ghash[idx] ^ self.ghash[k]) <= image.gradient_hash_max
+            overrule = ~close & self.has_ghash[idx] & near
+        ok &= close | overrule
         if image.confirm_dhash_max is not None:
             ok &= self.has_dhash[idx] & self.has_dhash[k]
             ok &= _popcount(self.dhash[idx] ^ self.dhash[k]) <= image.confirm_dhash_max
         if image.confirm_gradient_min is not None and self.has_thumb[k]:
-            fine = self._gradient(k, idx) >= image.confirm_gradient_min
+            fine_score = self._gradient(k, idx)
+            fine = fine_score >= image.confirm_gradient_min
             coarse = self.coarse[idx] @ self.coarse[k] >= image.confirm_coarse_gradient_min
             passed = fine | coarse
             unclipped = ok & self.has_thumb[idx] & ~passed
@@ -322,7 +355,10 @@ class PairConfirmer:
                     self.thumbs, k, rest, image.thumb_size, image.highlight_level
                 )
                 passed[unclipped] = score >= image.confirm_unclipped_gradient_min
+            passed[overrule] = fine_score[overrule] >= image.gradient_hash_confirm_min
             ok &= ~self.has_thumb[idx] | passed
+        else:
+            ok &= ~overrule  # the gradient hash proposes only where thumbnails can confirm
         if self.crops is not None:
             rest = ~ok & self.has_image[idx] & self.has_image[k]
             for j in np.flatnonzero(rest).tolist():
@@ -381,6 +417,7 @@ __all__ = [
     "PairConfirmer",
     "caption_cues",
     "figure_key",
+    "gradient_hash",
     "gradient_vectors",
     "unclipped_gradient_correlation",
 ]

@@ -1,10 +1,12 @@
 """Crop-tolerant image near-dup: a copy with 5-10% of its border cut (on any side, unevenly)
 keeps neither its pHash nor its aligned thumbnail, so it needs signals of its own.
 
-- Phase 1 (`crop_signals`): pHashes of the central `scales` of the image (a crop of an image
-  is close to the original's centre at some scale, or centre to centre) and a `thumb_size`
-  square thumbnail (stretched to 0..255), finer than the aligned-check one, to align on.
-- Candidates (`crop_edges`): every record's full and centre pHashes are members of one probe-key
+- Phase 1 (`crop_signals`): pHashes of windows of the image at the `scales`, centred and shifted
+  by `offsets` of its width and height (a crop of an image is close to a window of the
+  original, or window to window; an uneven crop moves the centre, which 64 bits do not
+  forgive) and a `thumb_size` square thumbnail (stretched to 0..255), finer than the
+  aligned-check one, to align on.
+- Candidates (`crop_edges`): every record's full and window pHashes are members of one probe-key
   search (`curate.dedup.near` spanning forest) within `max_hamming` bits: sub-quadratic, and
   an edge between two members of different records proposes the pair.
 - Confirmation (`CropAligner.score`): the larger image's thumbnail is cut by every crop box of
@@ -23,23 +25,55 @@ import numpy as np
 from PIL import Image
 
 from curate.dedup.config import CropNearConfig
-from curate.dedup.imagehash import _resize, phash_pixels, thumbnail_pixels
+from curate.dedup.imagehash import _resize, dct_matrix, thumbnail_pixels
 
 # side of the aligned windows compared: area weights straight to 16x16 equal 32x32 windows
 # averaged 2x2 (the coarse check of curate.dedup.confirm), at a quarter of the work
 _COMPARE = 16
 
 
+# windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
+# of a window needs no more; a 2,048-pixel PNG would cost 60x the work)
+_WINDOW_SOURCE = 256
+
+
 def crop_signals(gray: Image.Image, config: CropNearConfig) -> tuple[tuple[int, ...], bytes]:
-    """Centre-crop pHashes (one per scale) and the alignment thumbnail of a decoded image."""
-    width, height = gray.size
-    hashes = []
-    for scale in config.scales:
-        cut_x, cut_y = round(width * (1 - scale) / 2), round(height * (1 - scale) / 2)
-        centre = gray.crop((cut_x, cut_y, width - cut_x, height - cut_y))
-        hashes.append(phash_pixels(_resize(centre, (32, 32))))
+    """Window pHashes (per scale, per x offset, per y offset) and the alignment thumbnail of a
+    decoded image."""
     side = config.thumb_size
-    return tuple(hashes), thumbnail_pixels(_resize(gray, (side, side)))
+    return window_phashes(gray, config.scales, config.offsets), thumbnail_pixels(
+        _resize(gray, (side, side))
+    )
+
+
+def window_phashes(
+    gray: Image.Image, scales: Sequence[float], offsets: Sequence[float]
+) -> tuple[int, ...]:
+    """pHashes of the windows of each scale, centred and shifted by every (x, y) pair of
+    `offsets` (fractions of the width, height), x outer. Each window is resampled to 32x32 by
+    area weights folded into the 8 lowest DCT rows, so one matrix product per axis and offset
+    gives every window's low frequencies: no image is cut or resized per window."""
+    factor = -(-max(gray.size) // _WINDOW_SOURCE)
+    source = gray.reduce(factor) if factor > 1 else gray
+    pixels = np.asarray(source, dtype=np.float64)
+    height, width = pixels.shape
+    low_rows = dct_matrix(32)[:8]
+    hashes: list[int] = []
+    for scale in scales:
+        rows, cols = (_window_rows(low_rows, n, scale, offsets) for n in (height, width))
+        low = np.einsum("yah,hw,xbw->xyab", rows, pixels, cols, optimize=True)
+        flat = low.reshape(-1, 64)
+        bits = flat > np.median(flat, axis=1, keepdims=True)
+        hashes.extend(int.from_bytes(np.packbits(b).tobytes(), "big") for b in bits)
+    return tuple(hashes)
+
+
+def _window_rows(
+    low_rows: np.ndarray, n: int, scale: float, offsets: Sequence[float]
+) -> np.ndarray:
+    """(offsets, 8, n): the low DCT rows of each window's 32-sample area resampling of n pixels."""
+    cut = (1 - scale) / 2
+    return np.stack([low_rows @ box_weights(n, 32, cut + o, 1 - cut + o) for o in offsets])
 
 
 def box_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
@@ -139,14 +173,14 @@ def crop_members(
     crop_hashes: Sequence[int] | None,
     rank: float,
 ) -> list[tuple[str, int, float, None]]:
-    """The record's full and centre pHashes as near-dup members of the crop search."""
+    """The record's full and window pHashes as near-dup members of the crop search."""
     if image_hash is None or not crop_hashes:
         return []
     return [(record_id, int(h), rank, None) for h in (image_hash, *crop_hashes)]
 
 
 def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
-    """Fewest differing bits between any full/centre pHash of one image and one of another."""
+    """Fewest differing bits between any full/window pHash of one image and one of another."""
     b = list(hashes_b)
     return min(((x ^ y).bit_count() for x in hashes_a for y in b), default=65)
 
@@ -157,4 +191,5 @@ __all__ = [
     "crop_members",
     "crop_signals",
     "min_crop_distance",
+    "window_phashes",
 ]

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.dedup.config import NearDedupConfig, TextNearConfig
-from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key
+from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key, gradient_hash
 from curate.dedup.crops import crop_members, crop_signals
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
 from curate.dedup.imagehash import decode_gray, gray_signals, hamming_matrix, open_image
@@ -42,6 +42,7 @@ class NearAttributes:
     crop_hashes: tuple[int, ...] | None = None  # centre-crop pHashes (curate.dedup.crops)
     crop_thumb: bytes | None = None  # the finer thumbnail crop boxes are aligned on
     aspect: float | None = None  # width / height: a crop box must give the other's shape
+    gradient_hash: int | None = None  # SimHash of the thumbnail's gradients (candidates)
 
     def keep_rank(self, keep: str) -> float:
         return float(self.pixels) if keep == "highest_resolution" else 0.0
@@ -106,7 +107,15 @@ def near_attributes(record: Record, config: NearDedupConfig) -> NearAttributes:
         crop_hashes if hash_value is not None else None,
         crop_thumb if hash_value is not None else None,
         aspect,
+        _gradient_hash(thumb if hash_value is not None else None, config),
     )
+
+
+def _gradient_hash(thumb: bytes | None, config: NearDedupConfig) -> int | None:
+    image = config.image
+    if image.gradient_hash_max is None or image.confirm_gradient_min is None:
+        return None
+    return gradient_hash(thumb, image.thumb_size)
 
 
 # ---- image edges ----------------------------------------------------------------------------
@@ -663,7 +672,24 @@ def image_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> lis
     ]
     image = config.image
     edges = _member_edges(members, image.max_hamming, image.confirm_dhash_max, image.chunk_size)
-    return edges + crop_edges(attrs, config)
+    return edges + gradient_edges(attrs, config) + crop_edges(attrs, config)
+
+
+def gradient_members(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageMember]:
+    """The record's gradient hash as a member of the gradient-hash search (none when off)."""
+    if config.image.gradient_hash_max is None or attrs.gradient_hash is None:
+        return []
+    return [(attrs.record_id, attrs.gradient_hash, attrs.keep_rank(config.keep), None)]
+
+
+def gradient_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
+    """Candidates whose thumbnail gradient hashes are within `gradient_hash_max` bits (pairs
+    with an unstable pHash); confirmed like every image pair."""
+    limit = config.image.gradient_hash_max
+    if limit is None:
+        return []
+    members = [m for a in attrs for m in gradient_members(a, config)]
+    return _member_edges(members, limit, None, config.image.chunk_size)
 
 
 def crop_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
@@ -817,6 +843,7 @@ def confirm_row(attrs: NearAttributes, signature: np.ndarray | None) -> dict:
         "crop_hashes": attrs.crop_hashes,
         "crop_thumb": attrs.crop_thumb,
         "aspect": attrs.aspect,
+        "gradient_hash": attrs.gradient_hash,
     }
 
 
@@ -828,6 +855,8 @@ __all__ = [
     "confirm_row",
     "find_near_duplicates",
     "find_near_duplicates_from_attributes",
+    "gradient_edges",
+    "gradient_members",
     "hamming_matrix",
     "image_edges",
     "near_attributes",

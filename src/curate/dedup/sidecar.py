@@ -19,6 +19,8 @@ A row holds what `NearDuplicates(config, from_sidecar=True)` needs, and nothing 
     crop_thumb    binary, null   `crop.thumb_size`^2 bytes: the thumbnail crop boxes are aligned
                                  on (curate.dedup.crops); both null with crops off
     aspect        float64, null  width / height of the decoded image
+    gradient_hash uint64, null   SimHash of the thumbnail's gradients (candidates whose pHash
+                                 is unstable; curate.dedup.confirm.gradient_hash)
 
 The rows depend on the config that made them (hash method, MinHash parameters, eligibility):
 the schema carries a fingerprint of those settings (`near_sidecar_fingerprint`), so a reader
@@ -55,7 +57,12 @@ def near_sidecar_fingerprint(config: NearDedupConfig) -> str:
             "confirm": image.confirm_dhash_max is not None,
             "max_pixels": image.max_pixels,
             "thumb": image.thumb_size if image.confirm_gradient_min is not None else None,
-            "crop": ([image.crop.scales, image.crop.thumb_size] if image.crop.enabled else None),
+            "crop": (
+                [image.crop.scales, image.crop.offsets, image.crop.thumb_size]
+                if image.crop.enabled
+                else None
+            ),
+            "gradient_hash": image.gradient_hash_max is not None,
         },
         "caption": {
             "enabled": caption.enabled,
@@ -86,6 +93,7 @@ def near_sidecar_schema(config: NearDedupConfig) -> pa.Schema:
             pa.field("crop_hashes", pa.list_(pa.uint64())),
             pa.field("crop_thumb", pa.binary()),
             pa.field("aspect", pa.float64()),
+            pa.field("gradient_hash", pa.uint64()),
         ],
         metadata={FINGERPRINT_KEY: near_sidecar_fingerprint(config).encode()},
     )
@@ -125,6 +133,7 @@ def near_sidecar_rows(records: Sequence[Record], config: NearDedupConfig) -> lis
             "crop_hashes": None if a.crop_hashes is None else list(a.crop_hashes),
             "crop_thumb": a.crop_thumb,
             "aspect": a.aspect,
+            "gradient_hash": a.gradient_hash,
         }
         for a in attrs
     ]
@@ -161,6 +170,7 @@ def sidecar_attributes(row: Mapping[str, Any]) -> NearAttributes:
         crop_hashes=None if crop is None else tuple(int(h) for h in crop),
         crop_thumb=row.get("crop_thumb"),
         aspect=None if row.get("aspect") is None else float(row["aspect"]),
+        gradient_hash=None if row.get("gradient_hash") is None else int(row["gradient_hash"]),
     )
 
 
