@@ -19,7 +19,7 @@ keeps neither its pHash nor its aligned thumbnail, so it needs signals of its ow
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from PIL import Image
@@ -57,21 +57,23 @@ def window_phashes(
     source = gray.reduce(factor) if factor > 1 else gray
     pixels = np.asarray(source, dtype=np.float64)
     height, width = pixels.shape
-    low_rows = dct_matrix(32)[:8]
     hashes: list[int] = []
     for scale in scales:
-        rows, cols = (_window_rows(low_rows, n, scale, offsets) for n in (height, width))
-        low = np.einsum("yah,hw,xbw->xyab", rows, pixels, cols, optimize=True)
+        rows = _window_rows(height, scale, tuple(offsets))  # (ny, 8, h)
+        cols = _window_rows(width, scale, tuple(offsets))  # (nx, 8, w)
+        half = rows @ pixels  # (ny, 8, w)
+        low = half[None] @ cols.transpose(0, 2, 1)[:, None]  # (nx, ny, 8, 8): x outer
         flat = low.reshape(-1, 64)
         bits = flat > np.median(flat, axis=1, keepdims=True)
-        hashes.extend(int.from_bytes(np.packbits(b).tobytes(), "big") for b in bits)
+        hashes.extend(int.from_bytes(b.tobytes(), "big") for b in np.packbits(bits, axis=1))
     return tuple(hashes)
 
 
-def _window_rows(
-    low_rows: np.ndarray, n: int, scale: float, offsets: Sequence[float]
-) -> np.ndarray:
-    """(offsets, 8, n): the low DCT rows of each window's 32-sample area resampling of n pixels."""
+@lru_cache(maxsize=512)
+def _window_rows(n: int, scale: float, offsets: tuple[float, ...]) -> np.ndarray:
+    """(offsets, 8, n): the 8 lowest DCT rows of each window's 32-sample area resampling of n
+    pixels (cached: a collection repeats its image sizes)."""
+    low_rows = dct_matrix(32)[:8]
     cut = (1 - scale) / 2
     return np.stack([low_rows @ box_weights(n, 32, cut + o, 1 - cut + o) for o in offsets])
 
