@@ -87,6 +87,13 @@ def box_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
     return overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-12)
 
 
+@lru_cache(maxsize=4096)
+def _cached_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
+    weights = box_weights(n, m, lo, hi)
+    weights.setflags(write=False)
+    return weights
+
+
 def _gradients(windows: np.ndarray) -> np.ndarray:
     """Unit-norm, zero-mean gradients of (..., 16, 16) windows."""
     pooled = windows
@@ -119,6 +126,10 @@ class CropAligner:
     def _whole(self) -> np.ndarray:
         return box_weights(self.size, _COMPARE, 0.0, 1.0)
 
+    def _span_weights(self, lo: float, hi: float) -> np.ndarray:
+        # the refined spans come from a small set (grid +/- refine steps): cache them
+        return _cached_weights(self.size, _COMPARE, round(lo, 9), round(hi, 9))
+
     def _pixels(self, thumb: bytes) -> np.ndarray:
         return np.frombuffer(thumb, dtype=np.uint8).reshape(self.size, self.size).astype(np.float32)
 
@@ -134,9 +145,9 @@ class CropAligner:
     ) -> np.ndarray:
         """Correlations (len(rows) x len(cols)); -1 where the box's shape misses `ratio`."""
         if row_weights is None:
-            row_weights = np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in rows])
+            row_weights = np.stack([self._span_weights(lo, hi) for lo, hi in rows])
         if col_weights is None:
-            col_weights = np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in cols])
+            col_weights = np.stack([self._span_weights(lo, hi) for lo, hi in cols])
         half = row_weights @ big  # (rows, 32, size)
         windows = half[:, None] @ col_weights.transpose(0, 2, 1)[None]  # (rows, cols, 16, 16)
         scores = _gradients(windows.astype(np.float32)) @ target
