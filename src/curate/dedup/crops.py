@@ -148,14 +148,17 @@ class CropAligner:
             row_weights = np.stack([self._span_weights(lo, hi) for lo, hi in rows])
         if col_weights is None:
             col_weights = np.stack([self._span_weights(lo, hi) for lo, hi in cols])
-        half = row_weights @ big  # (rows, 32, size)
-        windows = half[:, None] @ col_weights.transpose(0, 2, 1)[None]  # (rows, cols, 16, 16)
-        scores = _gradients(windows.astype(np.float32)) @ target
+        fits = np.ones((len(rows), len(cols)), dtype=bool)
         if ratio is not None:
             fy = np.array([hi - lo for lo, hi in rows])
             fx = np.array([hi - lo for lo, hi in cols])
             fits = np.abs(fx[None, :] / fy[:, None] - ratio) <= self.config.aspect_tolerance
-            scores = np.where(fits, scores, -1.0)
+        scores = np.full(fits.shape, -1.0)
+        r, c = np.nonzero(fits)  # only the boxes of the right shape (a few of each row's)
+        if len(r):
+            half = row_weights @ big  # (rows, 16, size)
+            windows = half[r] @ col_weights[c].transpose(0, 2, 1)  # (boxes, 16, 16)
+            scores[r, c] = _gradients(windows.astype(np.float32)) @ target
         return scores
 
     def score(self, big_thumb: bytes, small_thumb: bytes, ratio: float | None = None) -> float:
