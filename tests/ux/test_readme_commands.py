@@ -24,7 +24,10 @@ HERE = "tests/ux/test_readme_commands.py"
 # (pattern over the whole command, where it is exercised). "path::name" must name a function or
 # fixture defined in that file; "external: why" is a command of another tool.
 COVERAGE: list[tuple[str, str]] = [
-    (r"make demo", "tests/core/test_demo_golden.py::test_demo_build_matches_its_golden_summary"),
+    (
+        r"make demo",
+        "tests/ux/test_make_demo.py::test_make_demo_is_short_shows_progress_and_ends_with_the_card",
+    ),
     (r"make test", ".ci/run::make test"),
     (r"make setup", ".ci/run::make test"),
     (r"\. \.venv/bin/activate", "external: shell activation of the venv make setup creates"),
