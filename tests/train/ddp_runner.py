@@ -46,6 +46,12 @@ def main() -> None:
     else:
         from curate.train.mllm_train import train_mllm as train
     result = train(config, args.data, args.run, resume=args.resume)
+    # as `curate train` does: wait for every rank and release the group before exiting (left to
+    # interpreter exit, gloo's threads can abort a rank: "terminate called without an active
+    # exception", SIGABRT, after a finished run)
+    from curate.train.cli import _end_process_group
+
+    _end_process_group()
     print(json.dumps(result))
 
 
