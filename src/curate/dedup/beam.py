@@ -26,7 +26,7 @@ and so are the calls of each grouped step (`curate.dedup:<step>` counters).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -142,8 +142,11 @@ def _crop_members(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageM
     return list(crop_members(attrs.record_id, attrs.image_hash, attrs.crop_hashes, rank))
 
 
+CandidateSearch = Literal["image", "crop", "gradient"]
+
+
 def _candidate_search(
-    kind: str, config: NearDedupConfig
+    kind: CandidateSearch, config: NearDedupConfig
 ) -> tuple[Callable[[NearAttributes, NearDedupConfig], list[ImageMember]], int, int | None]:
     """(members of a record, max bits, dHash bits) of one image candidate search."""
     image = config.image
@@ -170,7 +173,7 @@ class ImageEdges(beam.PTransform):
         self,
         config: NearDedupConfig,
         shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups",
-        kind: str = "image",
+        kind: CandidateSearch = "image",
     ) -> None:
         super().__init__()
         self.config = config

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from curate.dedup.config import CropNearConfig, NearDedupConfig, TextNearConfig
-from curate.dedup.crops import CropAligner
+from curate.dedup.crops import CropAligner, min_crop_distance
 
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
@@ -264,8 +264,8 @@ class _CropRows:
         ha, hb, ta, tb = self.hashes[a], self.hashes[b], self.thumbs[a], self.thumbs[b]
         if ha is None or hb is None or ta is None or tb is None:
             return False
-        if int(_popcount((ha[:, None] ^ hb[None, :]).ravel()).min()) > self.config.max_hamming:
-            return False  # no full/window pHash of one within reach of one of the other's
+        if min_crop_distance(ha, hb) > self.config.max_hamming:
+            return False
         same_shape = self.pixels[a] == self.pixels[b] and self.aspect[a] == self.aspect[b]
         if self.config.skip_same_shape and same_shape:
             return False  # cutting a border changes the size (the slices of a series do not)

@@ -195,10 +195,17 @@ def crop_members(
     return [(record_id, int(h), rank, None) for h in (image_hash, *crop_hashes)]
 
 
-def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
-    """Fewest differing bits between any full/window pHash of one image and one of another."""
-    b = list(hashes_b)
-    return min(((x ^ y).bit_count() for x in hashes_a for y in b), default=65)
+def min_crop_distance(
+    hashes_a: Iterable[int] | np.ndarray, hashes_b: Iterable[int] | np.ndarray
+) -> int:
+    """Fewest differing bits between any full/window pHash of one image and one of another
+    (65 when either has none); uint64 arrays go straight in (the confirmation keeps them so)."""
+    a = np.asarray(hashes_a if isinstance(hashes_a, np.ndarray) else list(hashes_a), np.uint64)
+    b = np.asarray(hashes_b if isinstance(hashes_b, np.ndarray) else list(hashes_b), np.uint64)
+    if not a.size or not b.size:
+        return 65
+    pairs = (a[:, None] ^ b[None, :]).reshape(-1)
+    return int(np.unpackbits(pairs.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).min())
 
 
 __all__ = [
