@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from curate.dedup.config import NearDedupConfig
 from curate.dedup.confirm import gradient_hash
@@ -73,3 +73,33 @@ def test_sidecars_made_without_the_gradient_hash_are_recomputed():
     on = NearDedupConfig()
     off = NearDedupConfig(image={"gradient_hash_max": None})
     assert near_sidecar_fingerprint(on) != near_sidecar_fingerprint(off)
+
+
+@pytest.mark.realdata
+def test_a_brightened_real_mr_proposed_only_by_the_gradient_hash_passes_the_usual_checks(realdata):
+    """nibabel's 384x384 MR brightened by 24%: the clipped highlights move its pHash 10 bits, so
+    only the gradient hash proposes the pair. It then passes the checks any pair passes; the
+    former stricter gate for such pairs (`gradient_hash_confirm_min` 0.995) refused it."""
+    import pydicom
+
+    pixels = pydicom.dcmread(
+        realdata / "dicom/nibabel/slicethickness_empty_string.dcm"
+    ).pixel_array.astype(np.float32)
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    gray = (np.clip((pixels - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    image = Image.fromarray(gray, "L")
+    original, copy = _jpeg(image, 92), _jpeg(ImageEnhance.Brightness(image).enhance(1.24), 92)
+    assert (phash(original) ^ phash(copy)).bit_count() > 8
+    records = [
+        {"record_id": "a", "image": original, "caption": ""},
+        {"record_id": "b", "image": copy, "caption": ""},
+    ]
+    image_only = {"caption": {"enabled": False}, "image": {"crop": {"enabled": False}}}
+    assert [
+        d.as_tuple()[0] for d in find_near_duplicates(records, NearDedupConfig(**image_only))
+    ] == ["b"]
+    gated = NearDedupConfig(
+        caption={"enabled": False},
+        image={"crop": {"enabled": False}, "gradient_hash_confirm_min": 0.995},
+    )
+    assert find_near_duplicates(records, gated) == []

@@ -74,9 +74,9 @@ class ImageNearConfig(BaseModel):
     # (curate.dedup.confirm.gradient_hash) within this many bits; None: pHash alone proposes.
     # Needs the thumbnail check (confirm_gradient_min) on.
     gradient_hash_max: int | None = Field(default=8, ge=0, le=32)
-    # ... and such a pair (its pHashes further apart than max_hamming) is a copy only if its
-    # 32x32 gradients correlate at least this much (the usual checks are not enough)
-    gradient_hash_confirm_min: float = Field(default=0.995, ge=-1.0, le=1.0)
+    # ... and such a pair (its pHashes further apart than max_hamming) passes the usual checks,
+    # or, with a number, must instead reach this 32x32 gradient correlation (a stricter gate)
+    gradient_hash_confirm_min: float | None = Field(default=None, ge=-1.0, le=1.0)
     max_pixels: int = 200_000_000
     crop: CropNearConfig = Field(default_factory=CropNearConfig)
     # Resources, not policy: they change speed and memory, never the groups.

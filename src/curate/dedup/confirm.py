@@ -335,7 +335,7 @@ class PairConfirmer:
         image = self.config.image
         ok = self.has_image[idx] & self.has_image[k]
         close = _popcount(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
-        # pairs only the gradient hash proposes: the pHash dissents, so the thumbnails must agree
+        # pairs only the gradient hash proposes (the pHash dissents); with a gate they must agree
         # more closely than usual to overrule it
         overrule = np.zeros(len(idx), dtype=bool)
         if image.gradient_hash_max is not None and self.has_ghash[k]:
@@ -357,7 +357,8 @@ class PairConfirmer:
                     self.thumbs, k, rest, image.thumb_size, image.highlight_level
                 )
                 passed[unclipped] = score >= image.confirm_unclipped_gradient_min
-            passed[overrule] = fine_score[overrule] >= image.gradient_hash_confirm_min
+            if image.gradient_hash_confirm_min is not None:
+                passed[overrule] = fine_score[overrule] >= image.gradient_hash_confirm_min
             ok &= ~self.has_thumb[idx] | passed
         else:
             ok &= ~overrule  # the gradient hash proposes only where thumbnails can confirm
