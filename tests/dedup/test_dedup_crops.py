@@ -120,3 +120,54 @@ def test_box_weights_average_areas():
     assert np.allclose(weights[0, :4], 0.25) and np.allclose(weights[0, 4:], 0.0)
     half = box_weights(64, 16, 0.5, 1.0)
     assert np.allclose(half[0, 32:34], 0.5)
+
+
+def test_prefilter_lets_crops_through_and_stops_unrelated_pairs_without_the_search():
+    config = CropNearConfig()
+    original = _texture(1)
+    crop = original.crop((5, 20, 228, 232))
+    _, big = crop_signals(_gray(original), config)
+    _, small = crop_signals(_gray(crop), config)
+    _, other = crop_signals(_gray(_texture(2).crop((5, 20, 228, 232))), config)
+    aligner = CropAligner(config)
+    ratio = (223 / 212) / 1.0
+    assert config.prefilter_min is not None
+    assert aligner.prefilter(big, small, ratio) >= config.prefilter_min
+    assert aligner.score(big, small, ratio) == aligner.score(big, small, ratio, prefilter=False)
+    assert aligner.prefilter(big, other, ratio) < config.prefilter_min
+    assert aligner.score(big, other, ratio) < config.gradient_min
+
+
+def test_decisions_are_the_same_with_and_without_the_prefilter(planted):
+    records = [p.record for p in planted]
+
+    def decisions(prefilter: float | None) -> list:
+        config = NearDedupConfig(
+            caption={"enabled": False}, image={"crop": {"prefilter_min": prefilter}}
+        )
+        return [d.as_tuple() for d in find_near_duplicates(records, config)]
+
+    with_filter = decisions(CropNearConfig().prefilter_min)
+    assert with_filter == decisions(None)
+    assert any(rid.startswith("cropped") or "crop" in rid for rid, _, _ in with_filter)
+
+
+def test_vectorised_crop_candidates_agree_with_the_pairwise_distance(planted):
+    from curate.dedup.confirm import PairConfirmer
+    from curate.dedup.near import confirm_row, near_attributes
+
+    config = NearDedupConfig(caption={"enabled": False})
+    attrs = [near_attributes(p.record, config) for p in planted]
+    crops = PairConfirmer([confirm_row(a, None) for a in attrs], config).crops
+    assert crops is not None
+    everyone = np.arange(len(attrs))
+    for k in range(len(attrs)):
+        got = crops.candidates(k, everyone)
+        for j in range(len(attrs)):
+            a, b = attrs[k], attrs[j]
+            near = (
+                min_crop_distance((a.image_hash, *a.crop_hashes), (b.image_hash, *b.crop_hashes))
+                <= config.image.crop.max_hamming
+            )
+            same_shape = a.pixels == b.pixels and a.aspect == b.aspect
+            assert got[j] == (near and not same_shape), (k, j)

@@ -35,12 +35,15 @@ class CropNearConfig(BaseModel):
     # x, y combination): an uneven crop moves the centre
     offsets: list[float] = Field(default_factory=lambda: [-0.03, 0.0, 0.03])
     max_hamming: int = Field(default=10, ge=0, le=32)
-    thumb_size: int = Field(default=64, ge=32, le=128)
+    thumb_size: int = Field(default=96, ge=32, le=128)
     max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
     step: float = Field(default=0.025, gt=0.0)
     refine_step: float = Field(default=0.00625, gt=0.0)
     aspect_tolerance: float | None = Field(default=0.03, ge=0.0)
     gradient_min: float = Field(default=0.995, ge=-1.0, le=1.0)
+    # a cheap first look before the box search: crop boxes on a grid twice as coarse, compared
+    # as 8x8 raw pixels; a pair below this correlation is no crop (None: always search)
+    prefilter_min: float | None = Field(default=0.88, ge=-1.0, le=1.0)
     skip_same_shape: bool = True
 
     @model_validator(mode="after")

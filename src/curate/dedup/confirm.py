@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from curate.dedup.config import CropNearConfig, NearDedupConfig, TextNearConfig
-from curate.dedup.crops import CropAligner, min_crop_distance
+from curate.dedup.crops import CropAligner
+from curate.dedup.imagehash import popcount64, popcount_inplace
 
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
@@ -225,11 +226,6 @@ def unclipped_gradient_correlation(
     return np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(b)), where=norms > 0)
 
 
-def _popcount(values: np.ndarray) -> np.ndarray:
-    as_bytes = values.astype(np.uint64).view(np.uint8).reshape(len(values), 8)
-    return np.unpackbits(as_bytes, axis=1).sum(axis=1)
-
-
 class _CropRows:
     """The crop columns of the rows (curate.dedup.crops): is one image a border crop of the
     other? Centre/full pHashes within `crop.max_hamming` and the best crop-box alignment of the
@@ -239,19 +235,28 @@ class _CropRows:
         self.config = config
         self.aligner = CropAligner(config)
         size = config.thumb_size * config.thumb_size
-        self.hashes: list[np.ndarray | None] = []  # full then window pHashes, as uint64
+        # full then window pHashes, one row per record (a shorter list is padded with its own
+        # full hash, which changes no minimum distance)
+        lists: list[list[int]] = []
         for r in rows:
             crop, full = r.get("crop_hashes"), r.get("image_hash")
             if crop is None or not len(crop) or full is None:
-                self.hashes.append(None)
+                lists.append([])
             else:
-                values = [int(full), *(int(h) for h in crop)]
-                self.hashes.append(np.array(values, dtype=np.uint64))
+                lists.append([int(full), *(int(h) for h in crop)])
+        width = max((len(h) for h in lists), default=0)
+        self.hashes = np.zeros((len(rows), max(width, 1)), dtype=np.uint64)
+        for i, values in enumerate(lists):
+            if values:
+                self.hashes[i] = values + [values[0]] * (width - len(values))
         self.thumbs = [
             t if t is not None and len(t) == size else None
             for t in (r.get("crop_thumb") for r in rows)
         ]
-        self.pixels = [int(r.get("pixels") or 0) for r in rows]
+        self.usable = np.array(
+            [bool(h) and t is not None for h, t in zip(lists, self.thumbs)], dtype=bool
+        )
+        self.pixels = np.array([int(r.get("pixels") or 0) for r in rows], dtype=np.int64)
         self.aspect = [r.get("aspect") for r in rows]
 
     def _ratio(self, big: int, small: int) -> float | None:
@@ -260,16 +265,26 @@ class _CropRows:
         a, b = self.aspect[big], self.aspect[small]
         return float(b) / float(a) if a and b else None
 
-    def is_crop(self, a: int, b: int) -> bool:
-        ha, hb, ta, tb = self.hashes[a], self.hashes[b], self.thumbs[a], self.thumbs[b]
-        if ha is None or hb is None or ta is None or tb is None:
-            return False
-        if min_crop_distance(ha, hb) > self.config.max_hamming:
-            return False
-        same_shape = self.pixels[a] == self.pixels[b] and self.aspect[a] == self.aspect[b]
-        if self.config.skip_same_shape and same_shape:
-            return False  # cutting a border changes the size (the slices of a series do not)
-        # the crop is the smaller image (equal sizes: either may be)
+    def candidates(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` may be a crop of `k` or `k` of it: both usable, some full or
+        window pHashes within `max_hamming` (vectorised over `idx`), and, with
+        `skip_same_shape`, not of one width and height (cutting a border changes the size)."""
+        out = self.usable[idx] & self.usable[k]
+        if not out.any():
+            return out
+        bits = popcount_inplace(self.hashes[idx][:, :, None] ^ self.hashes[k][None, None, :])
+        out &= bits.min(axis=(1, 2)) <= self.config.max_hamming
+        if self.config.skip_same_shape:
+            aspect_k = self.aspect[k]
+            same = (self.pixels[idx] == self.pixels[k]) & np.array(
+                [self.aspect[int(j)] == aspect_k for j in idx], dtype=bool
+            )
+            out &= ~same
+        return out
+
+    def aligned(self, a: int, b: int) -> bool:
+        """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
+        may be the crop)."""
         order = [(a, b)] if self.pixels[a] > self.pixels[b] else [(b, a)]
         if self.pixels[a] == self.pixels[b]:
             order.append((a, b))
@@ -280,6 +295,16 @@ class _CropRows:
             >= self.config.gradient_min
             for big, small in order
         )
+
+    def crops_of(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` is a crop copy of `k` (or `k` of it)."""
+        out = self.candidates(k, idx)
+        for j in np.flatnonzero(out).tolist():
+            out[j] = self.aligned(k, int(idx[j]))
+        return out
+
+    def is_crop(self, a: int, b: int) -> bool:
+        return bool(self.crops_of(a, np.array([b]))[0])
 
 
 class PairConfirmer:
@@ -334,17 +359,17 @@ class PairConfirmer:
         """Whether each of `idx` is an image copy of `k`."""
         image = self.config.image
         ok = self.has_image[idx] & self.has_image[k]
-        close = _popcount(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
+        close = popcount64(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
         # pairs only the gradient hash proposes (the pHash dissents); with a gate they must agree
         # more closely than usual to overrule it
         overrule = np.zeros(len(idx), dtype=bool)
         if image.gradient_hash_max is not None and self.has_ghash[k]:
-            near = _popcount(self.ghash[idx] ^ self.ghash[k]) <= image.gradient_hash_max
+            near = popcount64(self.ghash[idx] ^ self.ghash[k]) <= image.gradient_hash_max
             overrule = ~close & self.has_ghash[idx] & near
         ok &= close | overrule
         if image.confirm_dhash_max is not None:
             ok &= self.has_dhash[idx] & self.has_dhash[k]
-            ok &= _popcount(self.dhash[idx] ^ self.dhash[k]) <= image.confirm_dhash_max
+            ok &= popcount64(self.dhash[idx] ^ self.dhash[k]) <= image.confirm_dhash_max
         if image.confirm_gradient_min is not None and self.has_thumb[k]:
             fine_score = self._gradient(k, idx)
             fine = fine_score >= image.confirm_gradient_min
@@ -364,8 +389,8 @@ class PairConfirmer:
             ok &= ~overrule  # the gradient hash proposes only where thumbnails can confirm
         if self.crops is not None:
             rest = ~ok & self.has_image[idx] & self.has_image[k]
-            for j in np.flatnonzero(rest).tolist():
-                ok[j] = self.crops.is_crop(k, int(idx[j]))
+            if rest.any():
+                ok[rest] = self.crops.crops_of(k, idx[rest])
         return ok
 
     def images_differ(self, k: int, idx: np.ndarray) -> np.ndarray:
@@ -375,7 +400,7 @@ class PairConfirmer:
         if caption.image_different_phash_min is None:
             return np.zeros(len(idx), dtype=bool)
         both = self.has_image[idx] & self.has_image[k]
-        far = _popcount(self.phash[idx] ^ self.phash[k]) >= caption.image_different_phash_min
+        far = popcount64(self.phash[idx] ^ self.phash[k]) >= caption.image_different_phash_min
         unlike = np.ones(len(idx), dtype=bool)
         if self.has_thumb[k]:
             with_thumb = self.has_thumb[idx]

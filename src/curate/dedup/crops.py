@@ -9,11 +9,14 @@ keeps neither its pHash nor its aligned thumbnail, so it needs signals of its ow
 - Candidates (`crop_edges`): every record's full and window pHashes are members of one probe-key
   search (`curate.dedup.near` spanning forest) within `max_hamming` bits: sub-quadratic, and
   an edge between two members of different records proposes the pair.
-- Confirmation (`CropAligner.score`): the larger image's thumbnail is cut by every crop box of
-  a grid (each side 0..`max_cut`, both axes; boxes whose shape disagrees with the smaller
-  image's aspect ratio are skipped), resampled by area weights, then refined around the best
-  box; the pair is a copy when the best normalised correlation of the 16x16 gradients reaches
-  `gradient_min` (chosen on the tuning part of benchmarks/dedup_quality.py).
+- Confirmation (`CropAligner.score`): first a cheap look (`prefilter_min`): the boxes of a grid
+  twice as coarse, compared as 8x8 raw pixels, which forgive the coarse grid's misalignment;
+  most candidate pairs (unrelated images whose window hashes happen to be close) stop here.
+  Then the larger image's thumbnail is cut by every crop box of a grid (each side
+  0..`max_cut`, both axes; boxes whose shape disagrees with the smaller image's aspect ratio
+  are skipped), resampled by area weights, then refined around the best box; the pair is a
+  copy when the best normalised correlation of the 16x16 gradients reaches `gradient_min`
+  (chosen on the tuning part of benchmarks/dedup_quality.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from curate.dedup.imagehash import _resize, dct_matrix, thumbnail_pixels
 # side of the aligned windows compared: area weights straight to 16x16 equal 32x32 windows
 # averaged 2x2 (the coarse check of curate.dedup.confirm), at a quarter of the work
 _COMPARE = 16
+# side of the prefilter's raw-pixel windows
+_PREFILTER = 8
 
 
 # windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
@@ -94,6 +99,13 @@ def _cached_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
     return weights
 
 
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    """Rows made zero-mean and unit-norm (zero rows stay zero)."""
+    values = values - values.mean(axis=-1, keepdims=True)
+    norms = np.linalg.norm(values, axis=-1, keepdims=True)
+    return np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
+
+
 def _gradients(windows: np.ndarray) -> np.ndarray:
     """Unit-norm, zero-mean gradients of (..., 16, 16) windows."""
     pooled = windows
@@ -104,9 +116,7 @@ def _gradients(windows: np.ndarray) -> np.ndarray:
         ],
         axis=-1,
     )
-    grads -= grads.mean(axis=-1, keepdims=True)
-    norms = np.linalg.norm(grads, axis=-1, keepdims=True)
-    return np.divide(grads, norms, out=np.zeros_like(grads), where=norms > 0)
+    return _unit_rows(grads)
 
 
 class CropAligner:
@@ -116,6 +126,8 @@ class CropAligner:
         self.config = config
         cuts = np.arange(0.0, config.max_cut + 1e-9, config.step)
         self.spans = [(float(a), float(1 - b)) for a in cuts for b in cuts]
+        coarse = np.arange(0.0, config.max_cut + 1e-9, 2 * config.step)
+        self.coarse_spans = [(float(a), float(1 - b)) for a in coarse for b in coarse]
         self.size = config.thumb_size
 
     @cached_property
@@ -126,12 +138,57 @@ class CropAligner:
     def _whole(self) -> np.ndarray:
         return box_weights(self.size, _COMPARE, 0.0, 1.0)
 
+    @cached_property
+    def _coarse_grid(self) -> np.ndarray:
+        return np.stack(
+            [box_weights(self.size, _PREFILTER, lo, hi) for lo, hi in self.coarse_spans]
+        )
+
+    @cached_property
+    def _coarse_whole(self) -> np.ndarray:
+        return box_weights(self.size, _PREFILTER, 0.0, 1.0)
+
+    def _fitting(
+        self,
+        rows: Sequence[tuple[float, float]],
+        cols: Sequence[tuple[float, float]],
+        ratio: float | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) indices of the boxes whose shape gives `ratio` (all without one)."""
+        fits = np.ones((len(rows), len(cols)), dtype=bool)
+        if ratio is not None:
+            fy = np.array([hi - lo for lo, hi in rows])
+            fx = np.array([hi - lo for lo, hi in cols])
+            fits = np.abs(fx[None, :] / fy[:, None] - ratio) <= self.config.aspect_tolerance
+        row_index, col_index = np.nonzero(fits)
+        return row_index, col_index
+
+    def prefilter(self, big_thumb: bytes, small_thumb: bytes, ratio: float | None = None) -> float:
+        """Best raw-pixel correlation (8x8) of the smaller thumbnail against the boxes of a grid
+        twice as coarse as the search's: a cheap bound to skip pairs that are no crop."""
+        r, c = self._fitting(self.coarse_spans, self.coarse_spans, ratio)
+        if not len(r):
+            return -1.0
+        windows = self._coarse_rows(big_thumb)[r] @ self._coarse_grid[c].transpose(0, 2, 1)
+        target = self._coarse_target(small_thumb)
+        return float((_unit_rows(windows.reshape(len(r), -1)) @ target).max())
+
     def _span_weights(self, lo: float, hi: float) -> np.ndarray:
         # the refined spans come from a small set (grid +/- refine steps): cache them
         return _cached_weights(self.size, _COMPARE, round(lo, 9), round(hi, 9))
 
     def _pixels(self, thumb: bytes) -> np.ndarray:
         return np.frombuffer(thumb, dtype=np.uint8).reshape(self.size, self.size).astype(np.float32)
+
+    # a group's kept record meets every other member in turn: its products are reused
+    @lru_cache(maxsize=256)  # noqa: B019 (one aligner per confirmation, dropped with it)
+    def _coarse_rows(self, thumb: bytes) -> np.ndarray:
+        return self._coarse_grid @ self._pixels(thumb)
+
+    @lru_cache(maxsize=256)  # noqa: B019
+    def _coarse_target(self, thumb: bytes) -> np.ndarray:
+        pixels = self._coarse_whole @ self._pixels(thumb) @ self._coarse_whole.T
+        return _unit_rows(pixels.ravel())
 
     def _scores(
         self,
@@ -148,22 +205,29 @@ class CropAligner:
             row_weights = np.stack([self._span_weights(lo, hi) for lo, hi in rows])
         if col_weights is None:
             col_weights = np.stack([self._span_weights(lo, hi) for lo, hi in cols])
-        fits = np.ones((len(rows), len(cols)), dtype=bool)
-        if ratio is not None:
-            fy = np.array([hi - lo for lo, hi in rows])
-            fx = np.array([hi - lo for lo, hi in cols])
-            fits = np.abs(fx[None, :] / fy[:, None] - ratio) <= self.config.aspect_tolerance
-        scores = np.full(fits.shape, -1.0)
-        r, c = np.nonzero(fits)  # only the boxes of the right shape (a few of each row's)
+        scores = np.full((len(rows), len(cols)), -1.0)
+        r, c = self._fitting(rows, cols, ratio)  # only the boxes of the right shape
         if len(r):
             half = row_weights @ big  # (rows, 16, size)
             windows = half[r] @ col_weights[c].transpose(0, 2, 1)  # (boxes, 16, 16)
             scores[r, c] = _gradients(windows.astype(np.float32)) @ target
         return scores
 
-    def score(self, big_thumb: bytes, small_thumb: bytes, ratio: float | None = None) -> float:
+    def score(
+        self,
+        big_thumb: bytes,
+        small_thumb: bytes,
+        ratio: float | None = None,
+        prefilter: bool = True,
+    ) -> float:
         """Best correlation of `small_thumb` against crop boxes of `big_thumb`. `ratio`: the
-        smaller image's aspect ratio over the larger's (a crop box must give that shape)."""
+        smaller image's aspect ratio over the larger's (a crop box must give that shape). With
+        `prefilter` and `prefilter_min` set, a pair below it returns the prefilter's score
+        (below `gradient_min`) without the search."""
+        if prefilter and self.config.prefilter_min is not None:
+            first = self.prefilter(big_thumb, small_thumb, ratio)
+            if first < self.config.prefilter_min:
+                return min(first, self.config.gradient_min - 1e-6)
         big = self._pixels(big_thumb)
         small = self._pixels(small_thumb)
         target = _gradients(self._whole @ small @ self._whole.T)

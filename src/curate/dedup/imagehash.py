@@ -179,6 +179,35 @@ def image_hash(data: bytes, method: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     raise ValueError(f"unknown image hash {method!r}; expected 'phash' or 'dhash'")
 
 
+# Popcount by SWAR, in place (numpy 1.26 has no bitwise_count): a few passes over uint64s.
+_M1, _M2, _M4, _H01 = (
+    np.uint64(c)
+    for c in (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
+)
+
+
+def popcount_inplace(x: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64 of `x`, overwriting `x` (which is returned)."""
+    y = x >> np.uint64(1)
+    y &= _M1
+    x -= y
+    np.right_shift(x, np.uint64(2), out=y)
+    y &= _M2
+    x &= _M2
+    x += y
+    np.right_shift(x, np.uint64(4), out=y)
+    x += y
+    x &= _M4
+    x *= _H01
+    x >>= np.uint64(56)
+    return x
+
+
+def popcount64(values: np.ndarray) -> np.ndarray:
+    """Number of set bits of each value (a new uint64 array)."""
+    return popcount_inplace(np.array(values, dtype=np.uint64))
+
+
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 

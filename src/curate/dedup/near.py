@@ -18,7 +18,14 @@ from curate.dedup.config import NearDedupConfig, TextNearConfig
 from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key, gradient_hash
 from curate.dedup.crops import crop_members, crop_signals
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
-from curate.dedup.imagehash import decode_gray, gray_signals, hamming_matrix, open_image
+from curate.dedup.imagehash import (
+    decode_gray,
+    gray_signals,
+    hamming_matrix,
+    open_image,
+    popcount64,
+    popcount_inplace,
+)
 from curate.dedup.minhash import MinHasher, lsh_band_keys, word_tokens
 from curate.errors import InputError
 from curate.stages import Record
@@ -203,33 +210,7 @@ def image_group_keys(value: int, max_hamming: int, bits: int) -> list[ImageGroup
     return groups
 
 
-# Popcount by SWAR, in place (numpy 1.26 has no bitwise_count): a few passes over uint64s.
-_M1, _M2, _M4, _H01 = (
-    np.uint64(c)
-    for c in (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101)
-)
 _VERIFY_SLICE = 1 << 16  # candidate pairs verified per step: the passes stay in cache
-
-
-def _popcount_inplace(x: np.ndarray) -> np.ndarray:
-    """Number of set bits of each uint64 of `x`, overwriting `x` (which is returned)."""
-    y = x >> np.uint64(1)
-    y &= _M1
-    x -= y
-    np.right_shift(x, np.uint64(2), out=y)
-    y &= _M2
-    x &= _M2
-    x += y
-    np.right_shift(x, np.uint64(4), out=y)
-    x += y
-    x &= _M4
-    x *= _H01
-    x >>= np.uint64(56)
-    return x
-
-
-def _popcount64(values: np.ndarray) -> np.ndarray:
-    return _popcount_inplace(np.array(values, dtype=np.uint64))
 
 
 class _Forest:
@@ -272,14 +253,14 @@ class _Forest:
         """The pairs (a[k], b[k]) within the dHash threshold (all of them without one)."""
         if self.confirm is None:
             return a, b
-        ok = _popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
+        ok = popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
         return a[ok], b[ok]
 
     def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Whether each pair (a[k], b[k]) is within both thresholds (arrays of any shape)."""
-        ok = _popcount_inplace(self.hashes[a] ^ self.hashes[b]) <= self.max_hamming
+        ok = popcount_inplace(self.hashes[a] ^ self.hashes[b]) <= self.max_hamming
         if self.confirm is not None:
-            ok &= _popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
+            ok &= popcount_inplace(self.confirm[a] ^ self.confirm[b]) <= self.confirm_max
         return ok
 
     def link(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -325,7 +306,7 @@ def _partition_codes(
     flips = np.r_[0, np.left_shift(1, np.arange(shift, dtype=np.uint64))].astype(np.uint64)
     home_keys = (block[home, None] ^ flips[None, :]).reshape(-1)
     home_owners = np.repeat(owners[home], len(flips))
-    near = ~home & (_popcount64(delta) == 1)
+    near = ~home & (popcount64(delta) == 1)
     near_keys = block[near] ^ (delta[near] << np.uint64(shift))
     keys = np.concatenate([home_keys, near_keys])
     codes_owners = np.concatenate([home_owners, owners[near]]).astype(np.uint64)
@@ -411,7 +392,7 @@ def _link_small_buckets(forest: _Forest, codes: np.ndarray, limit: int) -> _Runs
     for offset, count in enumerate(active.tolist(), start=1):
         for lo in range(0, count, _VERIFY_SLICE):
             hi = min(count, lo + _VERIFY_SLICE)
-            near = _popcount_inplace(first_values[lo:hi] ^ values[pos[lo:hi] + offset])
+            near = popcount_inplace(first_values[lo:hi] ^ values[pos[lo:hi] + offset])
             hits = pos[lo:hi][near <= forest.max_hamming]
             if len(hits):
                 a, b = owners[hits], owners[hits + offset]
