@@ -1,8 +1,9 @@
 """Near-dup cost of the crop windows and the gradient hash, against the former settings.
 
 Baseline ("v1 before shifted windows"): crop pHashes of the central 90/85/80% only, no
-gradient hash, dHash <= 6. Now: the 85% window at 3x3 shifts of +/-3% (9 pHashes), the
-gradient hash of the 32x32 thumbnail, dHash <= 10 (curation_rules/dedup/near_dedup.v1).
+gradient hash, dHash <= 6, 64x64 crop thumbnails, no crop prefilter. Now: the 85% window at
+3x3 shifts of +/-3% (9 pHashes), the gradient hash of the 32x32 thumbnail, dHash <= 10, 96x96
+crop thumbnails and the raw-pixel prefilter (curation_rules/dedup/near_dedup.v1).
 
 On one set in one run (demo figures of curate.demo.near_duplicates with planted copies, and
 every slice of the TotalSegmentator CT and MR volumes of ../shared/realdata, upscaled 3x):
@@ -40,7 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def baseline(config: NearDedupConfig) -> NearDedupConfig:
-    crop = config.image.crop.model_copy(update={"scales": [0.9, 0.85, 0.8], "offsets": [0.0]})
+    crop = config.image.crop.model_copy(
+        update={
+            "scales": [0.9, 0.85, 0.8],
+            "offsets": [0.0],
+            "thumb_size": 64,
+            "prefilter_min": None,
+        }
+    )
     image = config.image.model_copy(
         update={"crop": crop, "gradient_hash_max": None, "confirm_dhash_max": 6}
     )
