@@ -258,6 +258,7 @@ class _CropRows:
         )
         self.pixels = np.array([int(r.get("pixels") or 0) for r in rows], dtype=np.int64)
         self.aspect = [r.get("aspect") for r in rows]
+        self.aspects = np.array([np.nan if a is None else float(a) for a in self.aspect])
 
     def _ratio(self, big: int, small: int) -> float | None:
         if self.config.aspect_tolerance is None:
@@ -270,16 +271,16 @@ class _CropRows:
         window pHashes within `max_hamming` (vectorised over `idx`), and, with
         `skip_same_shape`, not of one width and height (cutting a border changes the size)."""
         out = self.usable[idx] & self.usable[k]
-        if not out.any():
-            return out
-        bits = popcount_inplace(self.hashes[idx][:, :, None] ^ self.hashes[k][None, None, :])
-        out &= bits.min(axis=(1, 2)) <= self.config.max_hamming
         if self.config.skip_same_shape:
-            aspect_k = self.aspect[k]
-            same = (self.pixels[idx] == self.pixels[k]) & np.array(
-                [self.aspect[int(j)] == aspect_k for j in idx], dtype=bool
+            same_aspect = (self.aspects[idx] == self.aspects[k]) | (
+                np.isnan(self.aspects[idx]) & np.isnan(self.aspects[k])
             )
-            out &= ~same
+            out &= ~((self.pixels[idx] == self.pixels[k]) & same_aspect)
+        left = np.flatnonzero(out)
+        if len(left):
+            hashes = self.hashes[idx[left]]
+            bits = popcount_inplace(hashes[:, :, None] ^ self.hashes[k][None, None, :])
+            out[left] = bits.min(axis=(1, 2)) <= self.config.max_hamming
         return out
 
     def aligned(self, a: int, b: int) -> bool:
@@ -371,19 +372,12 @@ class PairConfirmer:
             ok &= self.has_dhash[idx] & self.has_dhash[k]
             ok &= popcount64(self.dhash[idx] ^ self.dhash[k]) <= image.confirm_dhash_max
         if image.confirm_gradient_min is not None and self.has_thumb[k]:
-            fine_score = self._gradient(k, idx)
-            fine = fine_score >= image.confirm_gradient_min
-            coarse = self.coarse[idx] @ self.coarse[k] >= image.confirm_coarse_gradient_min
-            passed = fine | coarse
-            unclipped = ok & self.has_thumb[idx] & ~passed
-            if image.confirm_unclipped_gradient_min is not None and unclipped.any():
-                rest = idx[unclipped]
-                score = unclipped_gradient_correlation(
-                    self.thumbs, k, rest, image.thumb_size, image.highlight_level
-                )
-                passed[unclipped] = score >= image.confirm_unclipped_gradient_min
-            if image.gradient_hash_confirm_min is not None:
-                passed[overrule] = fine_score[overrule] >= image.gradient_hash_confirm_min
+            # the thumbnail checks run only on the pairs the hashes left standing: a group's
+            # keeper meets every other member, most of them no candidate of it
+            need = np.flatnonzero(ok & self.has_thumb[idx])
+            passed = np.zeros(len(idx), dtype=bool)
+            if len(need):
+                passed[need] = self._thumbnails_agree(k, idx[need], overrule[need])
             ok &= ~self.has_thumb[idx] | passed
         else:
             ok &= ~overrule  # the gradient hash proposes only where thumbnails can confirm
@@ -392,6 +386,22 @@ class PairConfirmer:
             if rest.any():
                 ok[rest] = self.crops.crops_of(k, idx[rest])
         return ok
+
+    def _thumbnails_agree(self, k: int, idx: np.ndarray, overrule: np.ndarray) -> np.ndarray:
+        """The thumbnail checks of `image_pairs` for pairs that both have thumbnails."""
+        image = self.config.image
+        fine_score = self._gradient(k, idx)
+        passed = fine_score >= image.confirm_gradient_min
+        passed |= self.coarse[idx] @ self.coarse[k] >= image.confirm_coarse_gradient_min
+        if image.confirm_unclipped_gradient_min is not None and not passed.all():
+            rest = ~passed
+            score = unclipped_gradient_correlation(
+                self.thumbs, k, idx[rest], image.thumb_size, image.highlight_level
+            )
+            passed[rest] = score >= image.confirm_unclipped_gradient_min
+        if image.gradient_hash_confirm_min is not None:
+            passed[overrule] = fine_score[overrule] >= image.gradient_hash_confirm_min
+        return passed
 
     def images_differ(self, k: int, idx: np.ndarray) -> np.ndarray:
         """Whether the images of `k` and each of `idx` are clearly different (both present,
@@ -411,14 +421,17 @@ class PairConfirmer:
         """Whether each of `idx` is a caption copy of `k` (see the module docstring)."""
         caption = self.config.caption
         ok = self.has_sig[idx] & self.has_sig[k]
-        if not ok.any():
+        signed = np.flatnonzero(ok)
+        if not len(signed):
             return ok
-        ok &= (self.sigs[idx] == self.sigs[k]).mean(axis=1) >= caption.min_jaccard
+        ok[signed] = (self.sigs[idx[signed]] == self.sigs[k]).mean(axis=1) >= caption.min_jaccard
         if caption.same_cues:
             ok &= self.has_cues[idx] & self.has_cues[k] & (self.cues[idx] == self.cues[k])
         if self.figure[k]:
             ok &= self.figure[idx] != self.figure[k]
-        ok &= ~self.images_differ(k, idx)
+        standing = np.flatnonzero(ok)
+        if len(standing):
+            ok[standing] = ~self.images_differ(k, idx[standing])
         return ok
 
     def confirm(self, keep: str, others: Sequence[str]) -> list[str | None]:
