@@ -1,0 +1,77 @@
+"""How near-dup group resolution grows with the collection: an open limit, measured.
+
+Phase 2 resolves near-dup groups in one call over all candidate edges (curate.dedup.groups
+.resolve with curate.dedup.confirm.PairConfirmer): each group's kept record is confirmed against
+every other member, then the best of those left, and so on. On a candidate group whose members
+are mostly not copies that is quadratic in the group's size, and crop-window candidates (10
+pHashes per image within 10 bits) link similar figures into large groups.
+
+Baseline: the same build at the smaller size. In one run this builds the demo cohort
+(curate.demo.cohort, in-process runner) at each size and prints, per size, the figures, the
+largest candidate group and the CPU seconds of the resolve call; then the growth of each
+against the smallest size. Near-linear resolution would grow like the figures; this exits
+non-zero when resolve grows more than twice as fast as the figures (today it does).
+
+    .venv/bin/python benchmarks/bench_resolve_growth.py [--articles 800 2400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_build_cost  # noqa: E402  (this folder's cohort generator and build helpers)
+
+
+def measure(articles: int) -> dict[str, float]:
+    import curate.dedup.beam as dedup_beam
+    from curate.dedup.groups import _connected_groups, resolve
+
+    seen: dict[str, float] = {"largest": 0, "resolve_s": 0.0}
+
+    def timed(edges, confirmer=None):
+        edges = list(edges)
+        groups, _ = _connected_groups(edges)
+        seen["largest"] = max([seen["largest"], *map(len, groups)])
+        started = time.process_time()
+        out = resolve(edges, confirmer)
+        seen["resolve_s"] += time.process_time() - started
+        return out
+
+    dedup_beam.resolve = timed  # the phase-2 resolve step calls it by this name
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = bench_build_cost.generate(Path(tmp) / "corpus", articles)
+            _, manifest = bench_build_cost.whole_build(corpus, Path(tmp) / "out", "in_memory")
+    finally:
+        dedup_beam.resolve = resolve
+    return {"figures": manifest["records"]["candidates"], **seen}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, nargs="+", default=[800, 2400])
+    args = parser.parse_args()
+    rows = [measure(n) for n in args.articles]
+    print(f"{'articles':>8} {'figures':>8} {'largest group':>14} {'resolve CPU s':>14}")
+    for n, row in zip(args.articles, rows):
+        print(f"{n:>8} {row['figures']:>8} {row['largest']:>14} {row['resolve_s']:>14.1f}")
+    first, last = rows[0], rows[-1]
+    figures = last["figures"] / first["figures"]
+    growth = last["resolve_s"] / max(first["resolve_s"], 1e-9)
+    ok = growth <= 2 * figures
+    print(
+        f"growth vs {args.articles[0]} articles: figures x{figures:.1f}, resolve x{growth:.1f}"
+        f" ({'near-linear' if ok else 'FAIL: faster than linear'}; quadratic would be"
+        f" x{figures**2:.1f})"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
