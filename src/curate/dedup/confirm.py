@@ -257,14 +257,14 @@ class _CropRows:
             [bool(h) and t is not None for h, t in zip(lists, self.thumbs)], dtype=bool
         )
         self.pixels = np.array([int(r.get("pixels") or 0) for r in rows], dtype=np.int64)
-        self.aspect = [r.get("aspect") for r in rows]
-        self.aspects = np.array([np.nan if a is None else float(a) for a in self.aspect])
+        # width / height of each decoded image; NaN where unknown
+        self.aspects = np.array([float(r.get("aspect") or np.nan) for r in rows])
 
     def _ratio(self, big: int, small: int) -> float | None:
         if self.config.aspect_tolerance is None:
             return None
-        a, b = self.aspect[big], self.aspect[small]
-        return float(b) / float(a) if a and b else None
+        a, b = float(self.aspects[big]), float(self.aspects[small])
+        return b / a if np.isfinite(a) and np.isfinite(b) else None
 
     def candidates(self, k: int, idx: np.ndarray) -> np.ndarray:
         """Whether each of `idx` may be a crop of `k` or `k` of it: both usable, some full or
@@ -303,9 +303,6 @@ class _CropRows:
         for j in np.flatnonzero(out).tolist():
             out[j] = self.aligned(k, int(idx[j]))
         return out
-
-    def is_crop(self, a: int, b: int) -> bool:
-        return bool(self.crops_of(a, np.array([b]))[0])
 
 
 class PairConfirmer:

@@ -21,20 +21,21 @@ keeps neither its pHash nor its aligned thumbnail, so it needs signals of its ow
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
 
 import numpy as np
 from PIL import Image
 
 from curate.dedup.config import CropNearConfig
-from curate.dedup.imagehash import _resize, dct_matrix, thumbnail_pixels
+from curate.dedup.imagehash import _resize, dct_matrix, popcount_inplace, thumbnail_pixels
 
 # side of the aligned windows compared: area weights straight to 16x16 equal 32x32 windows
 # averaged 2x2 (the coarse check of curate.dedup.confirm), at a quarter of the work
 _COMPARE = 16
-# side of the prefilter's raw-pixel windows
+# side of the prefilter's raw-pixel windows, and thumbnails whose products it keeps
 _PREFILTER = 8
+_PREFILTER_CACHE = 256
 
 
 # windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
@@ -99,6 +100,16 @@ def _cached_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
     return weights
 
 
+def _memo(cache: dict[bytes, np.ndarray], key: bytes, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """`cache[key]`, made by `make()` when missing (the cache is emptied when full)."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _PREFILTER_CACHE:
+            cache.clear()
+        value = cache[key] = make()
+    return value
+
+
 def _unit_rows(values: np.ndarray) -> np.ndarray:
     """Rows made zero-mean and unit-norm (zero rows stay zero)."""
     values = values - values.mean(axis=-1, keepdims=True)
@@ -129,6 +140,10 @@ class CropAligner:
         coarse = np.arange(0.0, config.max_cut + 1e-9, 2 * config.step)
         self.coarse_spans = [(float(a), float(1 - b)) for a in coarse for b in coarse]
         self.size = config.thumb_size
+        # a group's kept record meets every other member in turn: its prefilter products are
+        # reused (caches of this aligner, dropped with it; emptied when full)
+        self._rows_cache: dict[bytes, np.ndarray] = {}
+        self._target_cache: dict[bytes, np.ndarray] = {}
 
     @cached_property
     def _grid(self) -> np.ndarray:
@@ -180,15 +195,15 @@ class CropAligner:
     def _pixels(self, thumb: bytes) -> np.ndarray:
         return np.frombuffer(thumb, dtype=np.uint8).reshape(self.size, self.size).astype(np.float32)
 
-    # a group's kept record meets every other member in turn: its products are reused
-    @lru_cache(maxsize=256)  # noqa: B019 (one aligner per confirmation, dropped with it)
     def _coarse_rows(self, thumb: bytes) -> np.ndarray:
-        return self._coarse_grid @ self._pixels(thumb)
+        return _memo(self._rows_cache, thumb, lambda: self._coarse_grid @ self._pixels(thumb))
 
-    @lru_cache(maxsize=256)  # noqa: B019
     def _coarse_target(self, thumb: bytes) -> np.ndarray:
-        pixels = self._coarse_whole @ self._pixels(thumb) @ self._coarse_whole.T
-        return _unit_rows(pixels.ravel())
+        def target() -> np.ndarray:
+            pixels = self._coarse_whole @ self._pixels(thumb) @ self._coarse_whole.T
+            return _unit_rows(pixels.ravel())
+
+        return _memo(self._target_cache, thumb, target)
 
     def _scores(
         self,
@@ -259,17 +274,14 @@ def crop_members(
     return [(record_id, int(h), rank, None) for h in (image_hash, *crop_hashes)]
 
 
-def min_crop_distance(
-    hashes_a: Iterable[int] | np.ndarray, hashes_b: Iterable[int] | np.ndarray
-) -> int:
+def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
     """Fewest differing bits between any full/window pHash of one image and one of another
-    (65 when either has none); uint64 arrays go straight in (the confirmation keeps them so)."""
-    a = np.asarray(hashes_a if isinstance(hashes_a, np.ndarray) else list(hashes_a), np.uint64)
-    b = np.asarray(hashes_b if isinstance(hashes_b, np.ndarray) else list(hashes_b), np.uint64)
+    (65 when either has none)."""
+    a = np.array(list(hashes_a), dtype=np.uint64)
+    b = np.array(list(hashes_b), dtype=np.uint64)
     if not a.size or not b.size:
         return 65
-    pairs = (a[:, None] ^ b[None, :]).reshape(-1)
-    return int(np.unpackbits(pairs.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).min())
+    return int(popcount_inplace(a[:, None] ^ b[None, :]).min())
 
 
 __all__ = [
