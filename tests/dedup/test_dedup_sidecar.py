@@ -129,5 +129,6 @@ def test_decisions_from_sidecar_equal_decisions_from_records(records, keep):
             "caption_bands",
             "caption_signatures",
             "caption_candidates",
+            "confirm_groups",
         ):
             assert shuffle[f"{prefix}_{step}"]["elements"] > 0

@@ -44,7 +44,7 @@ from curate.dedup.caption_lsh import (
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
 from curate.dedup.confirm import PairConfirmer
 from curate.dedup.crops import crop_members
-from curate.dedup.groups import Edge, resolve
+from curate.dedup.groups import Edge, component_keys, resolve
 from curate.dedup.near import (
     ImageMember,
     NearAttributes,
@@ -76,15 +76,57 @@ def _resolve_all(edges: list[Edge]) -> list[Decision]:
     return [d.as_tuple() for d in resolve(edges)]
 
 
-def _resolve_confirmed(
-    edges: list[Edge], rows: list[dict[str, Any]], config: NearDedupConfig
-) -> list[Decision]:
-    """Groups from the edges, each drop confirmed against its kept record (curate.dedup.confirm)."""
-    return [d.as_tuple() for d in resolve(edges, PairConfirmer(rows, config))]
+def _resolve_confirmed(group: dict[str, list], config: NearDedupConfig) -> list[Decision]:
+    """One candidate group (its edges and its members' rows): each drop confirmed against its
+    kept record (curate.dedup.confirm)."""
+    return [d.as_tuple() for d in resolve(group["edges"], PairConfirmer(group["rows"], config))]
 
 
-def _edge_records(edges: list[Edge]) -> frozenset[str]:
-    return frozenset(e.a for e in edges) | frozenset(e.b for e in edges)
+def _edge_ids(edge: Edge) -> tuple[str, str]:
+    return (edge.a, edge.b)
+
+
+def _in_group(
+    element: Any, component: dict[str, str], record_id: Callable[[Any], str]
+) -> list[tuple[str, Any]]:
+    """`(component key, element)`, or nothing for a record in no candidate group."""
+    key = component.get(record_id(element))
+    return [] if key is None else [(key, element)]
+
+
+class ConfirmedGroups(beam.PTransform):
+    """{"edges": candidate edges, "rows": sidecar rows} -> decisions, one call per candidate
+    group on the workers.
+
+    Only record ids go to the one call that finds the groups (`component_keys`: union-find over
+    the edges' ids, linear); its labels are a side input that routes each edge and each
+    involved record's row to its group, so rows are shuffled once, only for records in some
+    group, and no step holds every row. Each group is resolved with its own rows
+    (`_resolve_confirmed`): groups resolve in parallel; a single group is still one call,
+    quadratic when its members are mostly not copies (benchmarks/bench_resolve_growth.py)."""
+
+    def __init__(self, config: NearDedupConfig, shuffle_label: str) -> None:
+        super().__init__()
+        self.config = config
+        self.shuffle_label = shuffle_label
+
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        edges, rows, config = inputs["edges"], inputs["rows"], self.config
+        component = beam.pvalue.AsDict(
+            edges
+            | "EdgeIds" >> beam.Map(_edge_ids)
+            | "AllEdgeIds" >> beam.combiners.ToList()
+            | "ComponentKeys" >> beam.FlatMap(component_keys)
+        )
+        return (
+            {
+                "edges": edges | "EdgeGroups" >> beam.FlatMap(_in_group, component, lambda e: e.a),
+                "rows": rows
+                | "RowGroups" >> beam.FlatMap(_in_group, component, lambda r: str(r["record_id"])),
+            }
+            | "GroupMembers" >> MeasuredCoGroupByKey(self.shuffle_label)
+            | "ResolveGroup" >> beam.FlatMap(lambda kv: _resolve_group(kv[1], config))
+        )
 
 
 class SemanticEdges(beam.PTransform):
@@ -211,6 +253,7 @@ class ImageEdges(beam.PTransform):
 
 
 _image_edges_for_group = _counted("image_groups", image_edges_for_group)
+_resolve_group = _counted("confirm_groups", _resolve_confirmed)
 _candidate_memberships = _counted("caption_band_groups", candidate_memberships)
 _join_candidates = _counted("caption_record_groups", join_candidates)
 _verify_candidates = _counted("caption_routes", verify_candidates)
@@ -342,19 +385,13 @@ class NearDuplicates(beam.PTransform):
             edge_sets.append(self.vectors | "Semantic" >> SemanticEdges(self.semantic))
         if not edge_sets:
             return records.pipeline | "NoDecisions" >> beam.Create([])
-        edges = (
-            tuple(edge_sets)
-            | "FlattenEdges" >> beam.Flatten()
-            | "AllEdges" >> beam.combiners.ToList()
-        )
+        edges = tuple(edge_sets) | "FlattenEdges" >> beam.Flatten()
         if rows is None:
-            return edges | "ResolveGroups" >> beam.FlatMap(_resolve_all)
-        involved = beam.pvalue.AsSingleton(edges | "EdgeRecords" >> beam.Map(_edge_records))
-        confirm_rows = (
-            rows
-            | "InvolvedRows" >> beam.Filter(lambda r, ids: r["record_id"] in ids, ids=involved)
-            | "ConfirmRows" >> beam.combiners.ToList()
-        )
-        return edges | "ResolveGroups" >> beam.FlatMap(
-            _resolve_confirmed, rows=beam.pvalue.AsSingleton(confirm_rows), config=config
+            return (
+                edges
+                | "AllEdges" >> beam.combiners.ToList()
+                | "ResolveGroups" >> beam.FlatMap(_resolve_all)
+            )
+        return {"edges": edges, "rows": rows} | "ResolveGroups" >> ConfirmedGroups(
+            config, f"{self.shuffle_prefix}_confirm_groups"
         )

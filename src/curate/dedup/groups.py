@@ -126,6 +126,16 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     return sorted(out)
 
 
+def component_keys(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`(record_id, component key)` for every record of the pairs: the key is the smallest
+    record id of its connected group, whatever the pair order. Only ids are held, so one call
+    can label a whole collection's candidate groups for the per-group steps that follow."""
+    uf = UnionFind()
+    for a, b in pairs:
+        uf.union(a, b)
+    return [(rid, uf.find(rid)) for rid in list(uf.parent)]
+
+
 def _connected_groups(edges: list[Edge]) -> tuple[list[list[str]], dict[str, float]]:
     """(the records of each connected group, every record's highest rank)."""
     uf = UnionFind()
