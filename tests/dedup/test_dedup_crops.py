@@ -138,6 +138,31 @@ def test_prefilter_lets_crops_through_and_stops_unrelated_pairs_without_the_sear
     assert aligner.score(big, other, ratio) < config.gradient_min
 
 
+def test_prefilter_windows_made_once_equal_each_box_cut_for_the_pair():
+    """The prefilter keeps every coarse box of a thumbnail (made once, reused by each pair);
+    the boxes a pair's aspect ratio allows must be the ones it would cut on its own."""
+    config = CropNearConfig()
+    aligner = CropAligner(config)
+    rng = np.random.default_rng(3)
+    side = config.thumb_size
+    thumbs = [rng.integers(0, 256, (side, side), dtype=np.uint8).tobytes() for _ in range(4)]
+    grid = aligner._coarse_grid
+    for ratio in (None, 0.95, 1.0, 1.06, 2.0):
+        rows, cols = aligner._fitting(aligner.coarse_spans, aligner.coarse_spans, ratio)
+        if not len(rows):  # no box has that shape
+            assert aligner.prefilter(thumbs[0], thumbs[1], ratio) == -1.0
+            continue
+        for big, small in ((thumbs[0], thumbs[1]), (thumbs[2], thumbs[3]), (thumbs[0], thumbs[3])):
+            pixels = np.frombuffer(big, dtype=np.uint8).reshape(side, side).astype(np.float32)
+            cut = (grid[rows] @ pixels) @ grid[cols].transpose(0, 2, 1)
+            flat = cut.reshape(len(rows), -1)
+            flat = flat - flat.mean(axis=1, keepdims=True)
+            flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+            target = aligner._coarse_target(small)
+            expected = float((flat @ target).max())
+            assert aligner.prefilter(big, small, ratio) == pytest.approx(expected, abs=1e-5)
+
+
 def test_decisions_are_the_same_with_and_without_the_prefilter(planted):
     records = [p.record for p in planted]
 

@@ -35,7 +35,9 @@ from curate.dedup.imagehash import _resize, dct_matrix, popcount_inplace, thumbn
 _COMPARE = 16
 # side of the prefilter's raw-pixel windows, and thumbnails whose products it keeps
 _PREFILTER = 8
-_PREFILTER_CACHE = 256
+# thumbnails whose prefilter products an aligner keeps: a group's members meet each other in
+# turn, as the larger and as the smaller image (2,048 x ~21 KB of windows at most)
+_PREFILTER_CACHE = 2048
 
 
 # windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
@@ -142,7 +144,7 @@ class CropAligner:
         self.size = config.thumb_size
         # a group's kept record meets every other member in turn: its prefilter products are
         # reused (caches of this aligner, dropped with it; emptied when full)
-        self._rows_cache: dict[bytes, np.ndarray] = {}
+        self._windows_cache: dict[bytes, np.ndarray] = {}
         self._target_cache: dict[bytes, np.ndarray] = {}
 
     @cached_property
@@ -184,9 +186,8 @@ class CropAligner:
         r, c = self._fitting(self.coarse_spans, self.coarse_spans, ratio)
         if not len(r):
             return -1.0
-        windows = self._coarse_rows(big_thumb)[r] @ self._coarse_grid[c].transpose(0, 2, 1)
-        target = self._coarse_target(small_thumb)
-        return float((_unit_rows(windows.reshape(len(r), -1)) @ target).max())
+        windows = self._coarse_windows(big_thumb)[r * len(self.coarse_spans) + c]
+        return float((windows @ self._coarse_target(small_thumb)).max())
 
     def _span_weights(self, lo: float, hi: float) -> np.ndarray:
         # the refined spans come from a small set (grid +/- refine steps): cache them
@@ -195,8 +196,15 @@ class CropAligner:
     def _pixels(self, thumb: bytes) -> np.ndarray:
         return np.frombuffer(thumb, dtype=np.uint8).reshape(self.size, self.size).astype(np.float32)
 
-    def _coarse_rows(self, thumb: bytes) -> np.ndarray:
-        return _memo(self._rows_cache, thumb, lambda: self._coarse_grid @ self._pixels(thumb))
+    def _coarse_windows(self, thumb: bytes) -> np.ndarray:
+        """Every coarse box of the thumbnail as unit 8x8 rows (row box outer), made once."""
+
+        def windows() -> np.ndarray:
+            rows = self._coarse_grid @ self._pixels(thumb)  # (boxes, 8, size)
+            cut = rows[:, None] @ self._coarse_grid.transpose(0, 2, 1)[None]  # (rows, cols, 8, 8)
+            return _unit_rows(cut.reshape(-1, _PREFILTER * _PREFILTER))
+
+        return _memo(self._windows_cache, thumb, windows)
 
     def _coarse_target(self, thumb: bytes) -> np.ndarray:
         def target() -> np.ndarray:
