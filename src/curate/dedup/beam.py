@@ -26,11 +26,13 @@ and so are the calls of each grouped step (`curate.dedup:<step>` counters).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from threadpoolctl import ThreadpoolController
 
 from curate.dedup.caption_lsh import (
     SignatureBatch,
@@ -76,10 +78,18 @@ def _resolve_all(edges: list[Edge]) -> list[Decision]:
     return [d.as_tuple() for d in resolve(edges)]
 
 
+@lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()  # scans the loaded libraries once per worker process
+
+
 def _resolve_confirmed(group: dict[str, list], config: NearDedupConfig) -> list[Decision]:
     """One candidate group (its edges and its members' rows): each drop confirmed against its
-    kept record (curate.dedup.confirm)."""
-    return [d.as_tuple() for d in resolve(group["edges"], PairConfirmer(group["rows"], config))]
+    kept record (curate.dedup.confirm). Its matrix products are small: BLAS threads would
+    double the CPU (and take other workers' cores) for no time saved, so it runs on one."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        confirmer = PairConfirmer(group["rows"], config)
+        return [d.as_tuple() for d in resolve(group["edges"], confirmer)]
 
 
 def _edge_ids(edge: Edge) -> tuple[str, str]:
