@@ -48,6 +48,7 @@ from curate.dedup.confirm import PairConfirmer
 from curate.dedup.crops import crop_members
 from curate.dedup.groups import Edge, component_keys, resolve
 from curate.dedup.near import (
+    ImageGroup,
     ImageMember,
     NearAttributes,
     gradient_members,
@@ -237,29 +238,43 @@ class ImageEdges(beam.PTransform):
     def expand(self, attrs: beam.PCollection) -> beam.PCollection:
         image = self.config.image
         member_fn, max_hamming, confirm_max = _candidate_search(self.kind, self.config)
-        members = attrs | "ImageMembers" >> beam.FlatMap(member_fn, self.config)
+        members = attrs | "ImageMembers" >> beam.Map(member_fn, self.config)  # a list a record
         bits = (
             members
-            | "CountImages" >> beam.combiners.Count.Globally()
+            | "CountHashes" >> beam.Map(len)
+            | "CountImages" >> beam.CombineGlobally(sum)
             | "GroupBits" >> beam.Map(image_group_bits, max_hamming, image.beam_group_size)
         )
         return (
             members
             | "ImageGroups"
-            >> beam.FlatMap(
-                lambda m, b: [(g, m) for g in image_group_keys(m[1], max_hamming, b)],
-                b=beam.pvalue.AsSingleton(bits),
-            )
+            >> beam.FlatMap(_packed_by_group, max_hamming, bits=beam.pvalue.AsSingleton(bits))
             | "GroupImages" >> MeasuredGroupByKey(self.shuffle_label)
             | "ImageEdges"
             >> beam.FlatMap(
                 lambda kv: _between_records(
                     _image_edges_for_group(
-                        kv[0], list(kv[1]), max_hamming, confirm_max, image.chunk_size
+                        kv[0],
+                        [m for pack in kv[1] for m in pack],
+                        max_hamming,
+                        confirm_max,
+                        image.chunk_size,
                     )
                 )
             )
         )
+
+
+def _packed_by_group(
+    members: list[ImageMember], max_hamming: int, bits: int
+) -> list[tuple[ImageGroup, list[ImageMember]]]:
+    """`(group, the record's members in it)`: one shuffled element per group a record reaches,
+    not one per hash and group (a record's crop windows share most of their groups)."""
+    packs: dict[ImageGroup, list[ImageMember]] = {}
+    for member in members:
+        for group in image_group_keys(member[1], max_hamming, bits):
+            packs.setdefault(group, []).append(member)
+    return list(packs.items())
 
 
 _image_edges_for_group = _counted("image_groups", image_edges_for_group)
