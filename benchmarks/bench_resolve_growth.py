@@ -1,10 +1,12 @@
 """How near-dup group resolution grows with the collection: an open limit, measured.
 
-Phase 2 resolves near-dup groups in one call over all candidate edges (curate.dedup.groups
-.resolve with curate.dedup.confirm.PairConfirmer): each group's kept record is confirmed against
-every other member, then the best of those left, and so on. On a candidate group whose members
-are mostly not copies that is quadratic in the group's size, and crop-window candidates (10
-pHashes per image within 10 bits) link similar figures into large groups.
+Phase 2 resolves each near-dup candidate group in its own call on the workers
+(curate.dedup.beam.ConfirmedGroups -> curate.dedup.groups.resolve with
+curate.dedup.confirm.PairConfirmer): the group's kept record is confirmed against every other
+member, then the best of those left, and so on. On a candidate group whose members are mostly
+not copies that is quadratic in the group's size, and crop-window candidates (10 pHashes per
+image within 10 bits) link similar figures into large groups. This sums the CPU of every group's
+call.
 
 Baseline: the same build at the smaller size. In one run this builds the demo cohort
 (curate.demo.cohort, in-process runner) at each size and prints, per size, the figures, the

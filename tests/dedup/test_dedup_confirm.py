@@ -72,12 +72,18 @@ def test_graphics_of_one_figure_are_not_caption_copies():
 def test_a_group_drops_only_members_confirmed_against_its_kept_record():
     class Pairs:
         handles = frozenset({"near_duplicate_image"})
+        ids = ["a", "b", "c", "d", "x", "y"]
 
-        def confirm(self, keep, others):
+        def positions(self, record_ids):
+            return np.array([self.ids.index(r) for r in record_ids], dtype=np.int64)
+
+        def confirmed(self, keep, others):
             close = {("a", "b"), ("c", "d")}
+            k = self.ids[keep]
             return [
-                "near_duplicate_image" if (keep, o) in close or (o, keep) in close else None
-                for o in others
+                (j, "near_duplicate_image")
+                for j, o in enumerate(self.ids[int(i)] for i in others)
+                if (k, o) in close or (o, k) in close
             ]
 
     # a-b, b-c, c-d proposed (a chain of neighbours); only a-b and c-d confirmed

@@ -16,11 +16,13 @@ All grouping work happens on compact attributes (hashes, signatures, vectors); i
 are read once to hash them and never shuffled. With `from_sidecar=True` the input is rows of
 `curate.dedup.sidecar.near_sidecar_rows` (hashes and signatures made where the records were
 read), with the same decisions as from the records (which are turned into those rows
-first). Edges only propose groups: the rows of the records in an edge go to the resolving step,
-which drops a member only when it is confirmed against the group's kept record
-(`curate.dedup.confirm`: thumbnail gradients for images, cues and images for captions). Shuffles are counted
-(`curate.shuffle`: `<prefix>_image_groups`, `<prefix>_caption_bands|signatures|candidates`)
-and so are the calls of each grouped step (`curate.dedup:<step>` counters).
+first). Edges only propose groups: each candidate group's edges and its records' rows go to
+one call of the resolving step (`ConfirmedGroups`), which drops a member only when it is
+confirmed against the group's kept record (`curate.dedup.confirm`: thumbnail gradients for
+images, cues and images for captions). Shuffles are counted (`curate.shuffle`:
+`<prefix>_image_groups|gradient_groups|crop_groups`, `<prefix>_caption_bands|signatures|candidates`,
+`<prefix>_confirm_groups`) and so are the calls of each grouped step (`curate.dedup:<step>`
+counters).
 """
 
 from __future__ import annotations

@@ -431,22 +431,30 @@ class PairConfirmer:
             ok[standing] = ~self.images_differ(k, idx[standing])
         return ok
 
+    def positions(self, record_ids: Sequence[str]) -> np.ndarray:
+        index = self.index
+        return np.fromiter((index.get(r, -1) for r in record_ids), np.int64, len(record_ids))
+
+    def confirmed(self, keep: int, others: np.ndarray) -> list[tuple[int, str]]:
+        """`(index into others, reason)` of the rows of `others` that duplicate row `keep`
+        (image evidence first)."""
+        image_on = self.config.image.enabled
+        image = self.image_pairs(keep, others) if image_on else np.zeros(len(others), bool)
+        caption = self.caption_pairs(keep, others) & ~image
+        return [(j, IMAGE_REASON) for j in np.flatnonzero(image).tolist()] + [
+            (j, CAPTION_REASON) for j in np.flatnonzero(caption).tolist()
+        ]
+
     def confirm(self, keep: str, others: Sequence[str]) -> list[str | None]:
+        """For each of `others`, the reason it duplicates `keep`, or None (unknown ids: None)."""
         out: list[str | None] = [None] * len(others)
         k = self.index.get(keep)
-        if k is None:
+        rows = self.positions(others)
+        known = np.flatnonzero(rows >= 0)
+        if k is None or not len(known):
             return out
-        known = [(j, self.index[o]) for j, o in enumerate(others) if o in self.index]
-        if not known:
-            return out
-        positions = np.array([j for j, _ in known])
-        idx = np.array([i for _, i in known], dtype=np.int64)
-        image = self.image_pairs(k, idx) if self.config.image.enabled else np.zeros(len(idx), bool)
-        caption = self.caption_pairs(k, idx) & ~image
-        for j in positions[image].tolist():
-            out[j] = IMAGE_REASON
-        for j in positions[caption].tolist():
-            out[j] = CAPTION_REASON
+        for j, reason in self.confirmed(k, rows[known]):
+            out[int(known[j])] = reason
         return out
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 # When a record has edges of several kinds, the most specific evidence names the reason.
 REASON_PRIORITY = (
     "near_duplicate_image",
@@ -80,11 +82,19 @@ def _reason_rank(reason: str) -> int:
 
 
 class Confirmer(Protocol):
-    """Checks candidate members against a kept record (curate.dedup.confirm.PairConfirmer)."""
+    """Checks candidate members against a kept record (curate.dedup.confirm.PairConfirmer), by
+    its own row positions so that a group's loop stays in NumPy."""
 
     handles: frozenset[str]  # edge reasons it decides; edges of other reasons stand as given
 
-    def confirm(self, keep: str, others: Sequence[str]) -> list[str | None]: ...
+    def positions(self, record_ids: Sequence[str]) -> np.ndarray:
+        """Each record's row position (int64), -1 for a record it has no row of."""
+        ...
+
+    def confirmed(self, keep: int, others: np.ndarray) -> list[tuple[int, str]]:
+        """`(index into others, reason)` of each of `others` (row positions, none -1) that
+        duplicates row `keep`."""
+        ...
 
 
 def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[Duplicate]:
@@ -94,7 +104,7 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     ties go to the lowest record id, so the result does not depend on edge order.
 
     With a `confirmer`, edges only propose candidate groups: each group keeps its best record,
-    drops the members confirmed against it (`confirmer.confirm`, or a direct edge of a reason
+    drops the members confirmed against it (`confirmer.confirmed`, or a direct edge of a reason
     the confirmer does not decide, e.g. semantic), and repeats on the members left, so every
     drop is confirmed against the record it names and one weak link cannot chain neighbours in.
     """
@@ -102,28 +112,49 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     if confirmer is None:
         return _resolve_components(edges)
     groups, rank = _connected_groups(edges)
-    direct: dict[tuple[str, str], str] = {}
+    direct: dict[str, dict[str, str]] = defaultdict(dict)  # record -> partner -> reason
     for edge in edges:
         if edge.reason not in confirmer.handles:
-            for pair in ((edge.a, edge.b), (edge.b, edge.a)):
-                current = direct.get(pair)
+            for a, b in ((edge.a, edge.b), (edge.b, edge.a)):
+                current = direct[a].get(b)
                 if current is None or _reason_rank(edge.reason) < _reason_rank(current):
-                    direct[pair] = edge.reason
+                    direct[a][b] = edge.reason
     out: list[Duplicate] = []
     for members in groups:
-        remaining = sorted(members, key=lambda rid: (-rank[rid], rid))
-        while len(remaining) > 1:
-            keep, rest = remaining[0], remaining[1:]
-            reasons = confirmer.confirm(keep, rest)
-            left = []
-            for rid, reason in zip(rest, reasons):
-                reason = reason or direct.get((keep, rid))
-                if reason is None:
-                    left.append(rid)
-                else:
-                    out.append(Duplicate(rid, reason, keep))
-            remaining = left
+        out.extend(_keeper_loop(sorted(members, key=lambda r: (-rank[r], r)), confirmer, direct))
     return sorted(out)
+
+
+def _keeper_loop(
+    order: list[str], confirmer: Confirmer, direct: dict[str, dict[str, str]]
+) -> list[Duplicate]:
+    """The keeper loop over one group's members, best first: the first record still standing
+    is kept and drops those confirmed against it. The standing members are a mask, so each
+    round costs NumPy work over them plus Python work per drop only."""
+    rows = confirmer.positions(order)
+    at = {rid: i for i, rid in enumerate(order)}
+    standing = np.ones(len(order), dtype=bool)
+    out: list[Duplicate] = []
+    for k, keep in enumerate(order):
+        if not standing[k]:
+            continue
+        standing[k] = False
+        rest = np.flatnonzero(standing[k + 1 :]) + k + 1
+        if not len(rest):
+            break
+        drops: dict[int, str] = {}
+        if rows[k] >= 0:
+            known = rest[rows[rest] >= 0]
+            for j, reason in confirmer.confirmed(int(rows[k]), rows[known]):
+                drops[int(known[j])] = reason
+        for partner, reason in direct.get(keep, {}).items():
+            i = at.get(partner, -1)
+            if i > k and standing[i]:
+                drops.setdefault(i, reason)  # the confirmer's reason first
+        for i, reason in drops.items():
+            standing[i] = False
+            out.append(Duplicate(order[i], reason, keep))
+    return out
 
 
 def component_keys(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
