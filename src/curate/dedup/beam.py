@@ -48,7 +48,7 @@ from curate.dedup.caption_lsh import (
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
 from curate.dedup.confirm import PairConfirmer
 from curate.dedup.crops import crop_members
-from curate.dedup.groups import Edge, component_keys, resolve
+from curate.dedup.groups import Edge, UnionFind, component_keys, resolve
 from curate.dedup.near import (
     ImageGroup,
     ImageMember,
@@ -213,7 +213,12 @@ def _candidate_search(
 
 
 def _between_records(edges: list[Edge]) -> list[Edge]:
-    return [e for e in edges if e.a != e.b]  # two hashes of one record prove nothing
+    """A spanning forest of the records the edges link. The edges come from a forest of
+    hashes, and a record holds several (crop windows): two of one record prove nothing, and
+    many link the same records again. Image edges only propose groups (the confirmer decides
+    every pair), so connectivity is all they must keep."""
+    forest = UnionFind()
+    return [e for e in edges if forest.union(e.a, e.b)]
 
 
 class ImageEdges(beam.PTransform):
