@@ -196,3 +196,37 @@ def test_vectorised_crop_candidates_agree_with_the_pairwise_distance(planted):
             )
             same_shape = a.pixels == b.pixels and a.aspect == b.aspect
             assert got[j] == (near and not same_shape), (k, j)
+
+
+def test_max_checks_aligns_only_the_nearest_candidates(planted):
+    from curate.dedup.confirm import PairConfirmer
+    from curate.dedup.near import confirm_row, near_attributes
+
+    # a wide candidate radius, so that one record has many candidates to choose from
+    config = NearDedupConfig(
+        caption={"enabled": False}, image={"crop": {"max_hamming": 24, "max_checks": None}}
+    )
+    rows = [confirm_row(near_attributes(p.record, config), None) for p in planted]
+    everyone = np.arange(len(rows))
+    unbounded = PairConfirmer(rows, config).crops
+    assert unbounded is not None
+    busiest = max(range(len(rows)), key=lambda k: int(unbounded.candidates(k, everyone).sum()))
+    others = everyone[everyone != busiest]
+    distance = unbounded.distances(busiest, others)
+    assert int((distance <= config.image.crop.max_hamming).sum()) > 5
+
+    crop = config.image.crop.model_copy(update={"max_checks": 2})
+    bounded = PairConfirmer(
+        rows, config.model_copy(update={"image": config.image.model_copy(update={"crop": crop})})
+    ).crops
+    assert bounded is not None
+    aligned: list[int] = []
+    bounded.aligned = lambda a, b: aligned.append(b) or False  # type: ignore[method-assign]
+    bounded.crops_of(busiest, others)
+    nearest = others[np.argsort(distance, kind="stable")[:2]]
+    assert aligned == nearest.tolist()
+    # unbounded, every candidate is aligned
+    unbounded.aligned = lambda a, b: aligned.append(b) or False  # type: ignore[method-assign]
+    aligned.clear()
+    unbounded.crops_of(busiest, others)
+    assert len(aligned) == int((distance <= config.image.crop.max_hamming).sum())

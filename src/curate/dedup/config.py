@@ -35,6 +35,9 @@ class CropNearConfig(BaseModel):
     # x, y combination): an uneven crop moves the centre
     offsets: list[float] = Field(default_factory=lambda: [-0.03, 0.0, 0.03])
     max_hamming: int = Field(default=10, ge=0, le=32)
+    # a kept record is aligned against at most this many of its crop candidates, the nearest by
+    # pHash distance (None: all); bounds the work where similar figures crowd a group
+    max_checks: int | None = Field(default=16, ge=1)
     thumb_size: int = Field(default=96, ge=32, le=128)
     max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
     step: float = Field(default=0.025, gt=0.0)

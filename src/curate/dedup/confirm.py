@@ -266,22 +266,28 @@ class _CropRows:
         a, b = float(self.aspects[big]), float(self.aspects[small])
         return b / a if np.isfinite(a) and np.isfinite(b) else None
 
-    def candidates(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Whether each of `idx` may be a crop of `k` or `k` of it: both usable, some full or
-        window pHashes within `max_hamming` (vectorised over `idx`), and, with
-        `skip_same_shape`, not of one width and height (cutting a border changes the size)."""
-        out = self.usable[idx] & self.usable[k]
+    def distances(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Fewest differing bits between any full or window pHash of `k` and each of `idx`'s
+        (vectorised over `idx`); 65 where the pair cannot be a crop: either unusable, or, with
+        `skip_same_shape`, both of one width and height (cutting a border changes the size)."""
+        out = np.full(len(idx), 65, dtype=np.int64)
+        possible = self.usable[idx] & self.usable[k]
         if self.config.skip_same_shape:
             same_aspect = (self.aspects[idx] == self.aspects[k]) | (
                 np.isnan(self.aspects[idx]) & np.isnan(self.aspects[k])
             )
-            out &= ~((self.pixels[idx] == self.pixels[k]) & same_aspect)
-        left = np.flatnonzero(out)
+            possible &= ~((self.pixels[idx] == self.pixels[k]) & same_aspect)
+        left = np.flatnonzero(possible)
         if len(left):
             hashes = self.hashes[idx[left]]
             bits = popcount_inplace(hashes[:, :, None] ^ self.hashes[k][None, None, :])
-            out[left] = bits.min(axis=(1, 2)) <= self.config.max_hamming
+            out[left] = bits.min(axis=(1, 2))
         return out
+
+    def candidates(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` may be a crop of `k` or `k` of it (`distances` within
+        `max_hamming`)."""
+        return self.distances(k, idx) <= self.config.max_hamming
 
     def aligned(self, a: int, b: int) -> bool:
         """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
@@ -298,9 +304,15 @@ class _CropRows:
         )
 
     def crops_of(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Whether each of `idx` is a crop copy of `k` (or `k` of it)."""
-        out = self.candidates(k, idx)
-        for j in np.flatnonzero(out).tolist():
+        """Whether each of `idx` is a crop copy of `k` (or `k` of it). With `max_checks`, only
+        that many candidates are aligned, the nearest by pHash distance (ties in `idx` order)."""
+        distance = self.distances(k, idx)
+        chosen = np.flatnonzero(distance <= self.config.max_hamming)
+        limit = self.config.max_checks
+        if limit is not None and len(chosen) > limit:
+            chosen = chosen[np.argsort(distance[chosen], kind="stable")[:limit]]
+        out = np.zeros(len(idx), dtype=bool)
+        for j in chosen.tolist():
             out[j] = self.aligned(k, int(idx[j]))
         return out
 
