@@ -187,7 +187,7 @@ def test_vectorised_crop_candidates_agree_with_the_pairwise_distance(planted):
     assert crops is not None
     everyone = np.arange(len(attrs))
     for k in range(len(attrs)):
-        got = crops.candidates(k, everyone)
+        got = crops.distances(k, everyone) <= config.image.crop.max_hamming
         for j in range(len(attrs)):
             a, b = attrs[k], attrs[j]
             near = (
@@ -210,7 +210,10 @@ def test_max_checks_aligns_only_the_nearest_candidates(planted):
     everyone = np.arange(len(rows))
     unbounded = PairConfirmer(rows, config).crops
     assert unbounded is not None
-    busiest = max(range(len(rows)), key=lambda k: int(unbounded.candidates(k, everyone).sum()))
+    radius = config.image.crop.max_hamming
+    busiest = max(
+        range(len(rows)), key=lambda k: int((unbounded.distances(k, everyone) <= radius).sum())
+    )
     others = everyone[everyone != busiest]
     distance = unbounded.distances(busiest, others)
     assert int((distance <= config.image.crop.max_hamming).sum()) > 5

@@ -284,11 +284,6 @@ class _CropRows:
             out[left] = bits.min(axis=(1, 2))
         return out
 
-    def candidates(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Whether each of `idx` may be a crop of `k` or `k` of it (`distances` within
-        `max_hamming`)."""
-        return self.distances(k, idx) <= self.config.max_hamming
-
     def aligned(self, a: int, b: int) -> bool:
         """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
         may be the crop)."""

@@ -143,8 +143,8 @@ def _keeper_loop(
         if not len(rest):
             break
         drops: dict[int, str] = {}
-        if rows[k] >= 0:
-            known = rest[rows[rest] >= 0]
+        known = rest[rows[rest] >= 0] if rows[k] >= 0 else rest[:0]
+        if len(known):
             for j, reason in confirmer.confirmed(int(rows[k]), rows[known]):
                 drops[int(known[j])] = reason
         for partner, reason in direct.get(keep, {}).items():
