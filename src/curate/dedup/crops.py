@@ -119,6 +119,15 @@ def _unit_rows(values: np.ndarray) -> np.ndarray:
     return np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
 
 
+def _box_windows(row_weights: np.ndarray, pixels: np.ndarray, col_weights: np.ndarray) -> np.ndarray:
+    """(row spans, col spans, m, m): every box of the pixels resampled by the spans' (m x n)
+    area weights, in two matrix products (a stack of small per-box products is ~10x slower)."""
+    spans_r, m, n = row_weights.shape
+    half = row_weights.reshape(-1, n) @ pixels  # (row spans * m, n)
+    full = half @ col_weights.reshape(-1, n).T  # (row spans * m, col spans * m)
+    return full.reshape(spans_r, m, len(col_weights), m).transpose(0, 2, 1, 3)
+
+
 def _gradients(windows: np.ndarray) -> np.ndarray:
     """Unit-norm, zero-mean gradients of (..., 16, 16) windows."""
     pooled = windows
@@ -200,8 +209,7 @@ class CropAligner:
         """Every coarse box of the thumbnail as unit 8x8 rows (row box outer), made once."""
 
         def windows() -> np.ndarray:
-            rows = self._coarse_grid @ self._pixels(thumb)  # (boxes, 8, size)
-            cut = rows[:, None] @ self._coarse_grid.transpose(0, 2, 1)[None]  # (rows, cols, 8, 8)
+            cut = _box_windows(self._coarse_grid, self._pixels(thumb), self._coarse_grid)
             return _unit_rows(cut.reshape(-1, _PREFILTER * _PREFILTER))
 
         return _memo(self._windows_cache, thumb, windows)
@@ -231,8 +239,7 @@ class CropAligner:
         scores = np.full((len(rows), len(cols)), -1.0)
         r, c = self._fitting(rows, cols, ratio)  # only the boxes of the right shape
         if len(r):
-            half = row_weights @ big  # (rows, 16, size)
-            windows = half[r] @ col_weights[c].transpose(0, 2, 1)  # (boxes, 16, 16)
+            windows = _box_windows(row_weights, big, col_weights)[r, c]  # (boxes, 16, 16)
             scores[r, c] = _gradients(windows.astype(np.float32)) @ target
         return scores
 
