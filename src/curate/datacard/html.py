@@ -1,5 +1,5 @@
 """`OUT/DATA_CARD.html`: the data card as one self-contained page (inline CSS, plots as inline
-SVG from matplotlib, the example image as a data URI; no script, nothing fetched)."""
+SVG from `svgchart`, the example image as a data URI; no script, nothing fetched)."""
 
 from __future__ import annotations
 

@@ -1,47 +1,27 @@
-"""The HTML card's plots, drawn with matplotlib (Agg) and inlined as SVG: the funnel from
-inputs to kept records with the drops by reason, text lengths, image sizes and aspect ratios,
-the categorical mixes, top concepts and where the time went. Each function returns an SVG
-string, or None when the build has nothing to plot for it."""
+"""The HTML card's plots, inlined as SVG (`curate.datacard.svgchart`): the funnel from inputs
+to kept records with the drops by reason, text lengths, image sizes and aspect ratios, the
+categorical mixes, top concepts and where the time went. Each function returns an SVG string,
+or None when the build has nothing to plot for it."""
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from typing import Any
 
-import matplotlib
+from curate.datacard import svgchart
 
-matplotlib.use("Agg")  # no display; set before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-
-matplotlib.rcParams["svg.hashsalt"] = "curate"  # stable element ids: same build, same card
-matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text (small, searchable)
 COLOR = "#3b6ea8"
 DROP = "#c0504d"
 MAX_BARS = 20
-
-
-def _svg(figure: Any) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inlined in HTML
+MAX_BINS = 40
 
 
 def _barh(labels: list[str], values: list[float], title: str, xlabel: str, color: str = COLOR):
-    height = 0.6 + 0.32 * len(labels)
-    figure, axes = plt.subplots(figsize=(7.5, height))
-    positions = range(len(labels))
-    axes.barh(list(positions), values, color=color)
-    axes.set_yticks(list(positions), labels=labels)
-    axes.invert_yaxis()
-    axes.set_xlabel(xlabel)
-    axes.set_title(title, loc="left")
-    for y, value in zip(positions, values):
-        axes.text(value, y, f" {value:,.0f}" if value >= 1 else f" {value:.2g}", va="center")
-    axes.spines[["top", "right"]].set_visible(False)
-    return figure
+    return svgchart.bars(labels, values, title, xlabel, color)
+
+
+def _bins(values: list[float]) -> int:
+    return min(MAX_BINS, max(5, len(set(values))))
 
 
 def funnel(manifest: dict[str, Any]) -> str:
@@ -53,10 +33,9 @@ def funnel(manifest: dict[str, Any]) -> str:
         ("candidate records", records.get("candidates", 0)),
         ("kept records", records.get("kept", 0)),
     ]
-    figure = _barh(
+    return _barh(
         [s[0] for s in steps], [s[1] for s in steps], "From inputs to kept records", "count"
     )
-    return _svg(figure)
 
 
 def drops(manifest: dict[str, Any]) -> str | None:
@@ -71,57 +50,47 @@ def drops(manifest: dict[str, Any]) -> str | None:
     if not reasons:
         return None
     top = reasons.most_common(MAX_BARS)
-    figure = _barh(
+    return _barh(
         [k for k, _ in top], [v for _, v in top], "What was dropped, by reason", "count", DROP
     )
-    return _svg(figure)
 
 
 def text_lengths(sizes: dict[str, Any]) -> str | None:
     columns = {k: v for k, v in sizes["text_words"].items() if any(v)}
     if not columns:
         return None
-    figure, axes = plt.subplots(figsize=(7.5, 3.2))
-    for name, words in sorted(columns.items()):
-        axes.hist(words, bins=min(40, max(5, len(set(words)))), alpha=0.6, label=name)
-    axes.set_xlabel("words")
-    axes.set_ylabel("records")
-    axes.set_title("Text length (kept records)", loc="left")
-    axes.legend()
-    axes.spines[["top", "right"]].set_visible(False)
-    return _svg(figure)
+    bins = _bins([w for words in columns.values() for w in words])
+    return svgchart.histogram(
+        dict(sorted(columns.items())), bins, "Text length (kept records)", "words", "records"
+    )
 
 
 def image_sizes(sizes: dict[str, Any]) -> str | None:
     widths, heights = sizes["widths"], sizes["heights"]
     if not widths:
         return None
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.scatter(widths, heights, s=10, alpha=0.6, color=COLOR)
-    left.set_xlabel("width (px)")
-    left.set_ylabel("height (px)")
-    left.set_title("Image size", loc="left")
     aspects = [w / h for w, h in zip(widths, heights)]
-    right.hist(aspects, bins=min(40, max(5, len(set(aspects)))), color=COLOR)
-    right.set_xlabel("aspect ratio (width / height)")
-    right.set_ylabel("images")
-    right.set_title("Aspect ratio", loc="left")
-    for axes in (left, right):
-        axes.spines[["top", "right"]].set_visible(False)
-    return _svg(figure)
+    size = svgchart.scatter(widths, heights, "Image size", "width (px)", "height (px)", COLOR)
+    aspect = svgchart.histogram(
+        {"images": aspects},
+        _bins(aspects),
+        "Aspect ratio",
+        "aspect ratio (width / height)",
+        "images",
+    )
+    return size + aspect
 
 
 def mix(counter: Counter | dict, title: str) -> str | None:
     items = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:MAX_BARS]
     if not items:
         return None
-    figure = _barh(
+    return _barh(
         [str(k) if k is not None else "(none)" for k, _ in items],
         [v for _, v in items],
         title,
         "records",
     )
-    return _svg(figure)
 
 
 def concepts(entities: dict[tuple[str, str], Counter]) -> str | None:
@@ -129,19 +98,11 @@ def concepts(entities: dict[tuple[str, str], Counter]) -> str | None:
         return None
     top = sorted(entities.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:MAX_BARS]
     labels = [f"{name or cui} ({cui})" for (cui, name), _ in top]
-    figure, axes = plt.subplots(figsize=(7.5, 0.6 + 0.32 * len(top)))
-    left = [0.0] * len(top)
-    for assertion, color in (("present", COLOR), ("absent", DROP), ("uncertain", "#999999")):
-        values = [counts.get(assertion, 0) for _, counts in top]
-        axes.barh(range(len(top)), values, left=left, color=color, label=assertion)
-        left = [a + b for a, b in zip(left, values)]
-    axes.set_yticks(range(len(top)), labels=labels)
-    axes.invert_yaxis()
-    axes.set_xlabel("mentions")
-    axes.set_title("Most frequent linked concepts", loc="left")
-    axes.legend()
-    axes.spines[["top", "right"]].set_visible(False)
-    return _svg(figure)
+    series = [
+        (assertion, [counts.get(assertion, 0) for _, counts in top], color)
+        for assertion, color in (("present", COLOR), ("absent", DROP), ("uncertain", "#999999"))
+    ]
+    return svgchart.stacked_bars(labels, series, "Most frequent linked concepts", "mentions")
 
 
 def timings(manifest: dict[str, Any]) -> str | None:
@@ -154,8 +115,7 @@ def timings(manifest: dict[str, Any]) -> str | None:
     rows = [(name, seconds) for name, seconds in rows if seconds is not None]
     if not rows:
         return None
-    figure = _barh([r[0] for r in rows], [r[1] for r in rows], "Where the time went", "wall s")
-    return _svg(figure)
+    return _barh([r[0] for r in rows], [r[1] for r in rows], "Where the time went", "wall s")
 
 
 def all_plots(manifest: dict[str, Any], scan: dict[str, Any], sizes: dict[str, Any]) -> dict:
