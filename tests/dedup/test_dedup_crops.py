@@ -233,3 +233,27 @@ def test_max_checks_aligns_only_the_nearest_candidates(planted):
     aligned.clear()
     unbounded.crops_of(busiest, others)
     assert len(aligned) == int((distance <= config.image.crop.max_hamming).sum())
+
+
+def test_record_links_keep_the_crop_groups_and_drop_pairs_within_a_record(planted):
+    """A record's full and window pHashes start linked in the crop search: the records it joins
+    are those of the search without the links (pair by pair, `min_crop_distance`), and no edge
+    pairs a record with itself."""
+    from curate.dedup.groups import UnionFind
+    from curate.dedup.near import crop_edges, near_attributes
+
+    config = NearDedupConfig(caption={"enabled": False})
+    attrs = [near_attributes(p.record, config) for p in planted]
+    edges = crop_edges(attrs, config)
+    assert edges and all(e.a != e.b for e in edges)
+    linked, expected = UnionFind(), UnionFind()
+    for e in edges:
+        linked.union(e.a, e.b)
+    limit = config.image.crop.max_hamming
+    hashes = {a.record_id: (a.image_hash, *a.crop_hashes) for a in attrs if a.crop_hashes}
+    ids = sorted(hashes)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            if min_crop_distance(hashes[a], hashes[b]) <= limit:
+                expected.union(a, b)
+    assert {rid: linked.find(rid) for rid in ids} == {rid: expected.find(rid) for rid in ids}

@@ -119,7 +119,9 @@ def _unit_rows(values: np.ndarray) -> np.ndarray:
     return np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
 
 
-def _box_windows(row_weights: np.ndarray, pixels: np.ndarray, col_weights: np.ndarray) -> np.ndarray:
+def _box_windows(
+    row_weights: np.ndarray, pixels: np.ndarray, col_weights: np.ndarray
+) -> np.ndarray:
     """(row spans, col spans, m, m): every box of the pixels resampled by the spans' (m x n)
     area weights, in two matrix products (a stack of small per-box products is ~10x slower)."""
     spans_r, m, n = row_weights.shape

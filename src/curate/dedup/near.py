@@ -564,6 +564,19 @@ def _distinct_holders(hashes: np.ndarray, confirm: np.ndarray) -> np.ndarray:
     return holder
 
 
+def _link_records(
+    forest: _Forest, holder: np.ndarray, reps: np.ndarray, records: np.ndarray
+) -> None:
+    """Link the distinct values (`reps`) that members of one record hold. A pair it records may
+    name other records holding the same values: those are linked to it at distance 0 anyway."""
+    value_of = np.empty(len(holder), dtype=np.int64)
+    value_of[reps] = np.arange(len(reps))
+    member_value = value_of[holder]
+    order = np.argsort(records, kind="stable")
+    same = records[order][1:] == records[order][:-1]
+    forest.link(member_value[order][:-1][same], member_value[order][1:][same])
+
+
 def image_forest(
     hashes: np.ndarray,
     confirm: np.ndarray | None,
@@ -572,11 +585,16 @@ def image_forest(
     chunk: int = 1 << 18,
     scope: ImageGroup | None = None,
     count: int | None = None,
+    records: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (a, b) forming a spanning forest of the pairs of `hashes` within
     `max_hamming` bits and, with `confirm_max`, of `confirm` (dHash) within that many bits;
     every member must have a confirm hash then. With `scope`, only the pairs sharing a probe key
-    of that Beam group (plus identical values); `count` is the size of the whole set."""
+    of that Beam group (plus identical values); `count` is the size of the whole set.
+
+    `records` (a record index per member, for records with several hashes: crop windows): the
+    members of one record start linked, so the forest joins records, and a bucket of one
+    record's hashes, or of records already joined, is done without comparing its pairs."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     if confirm_max is None or confirm is None:
         confirm, confirm_max = np.zeros(len(hashes), dtype=np.uint64), None
@@ -589,6 +607,8 @@ def image_forest(
     copies = np.flatnonzero(holder != np.arange(len(hashes)))
     reps = np.flatnonzero(holder == np.arange(len(hashes)))
     forest = _Forest(hashes[reps], confirm[reps], max_hamming, confirm_max, chunk)
+    if records is not None:
+        _link_records(forest, holder, reps, np.asarray(records))
     families = [_Family(forest.hashes, max_hamming)]
     if forest.confirm is not None and confirm_max is not None:
         families.append(_Family(forest.confirm, confirm_max))
@@ -618,7 +638,15 @@ def _member_edges(
         return []
     hashes = np.array([m[1] for m in members], dtype=np.uint64)
     confirm = np.array([m[3] or 0 for m in members], dtype=np.uint64)
-    a, b = image_forest(hashes, confirm, max_hamming, confirm_max, chunk, scope, count)
+    index: dict[str, int] = {}
+    records = np.array([index.setdefault(m[0], len(index)) for m in members], dtype=np.int64)
+    several = len(index) < len(members)  # some record has several hashes (crop windows)
+    a, b = image_forest(
+        hashes, confirm, max_hamming, confirm_max, chunk, scope, count, records if several else None
+    )
+    if several:  # a pair of one record's own hashes joins nothing
+        between = records[a] != records[b]
+        a, b = a[between], b[between]
     return [
         Edge(members[i][0], members[j][0], reason, members[i][2], members[j][2])
         for i, j in zip(a.tolist(), b.tolist())
