@@ -6,6 +6,7 @@ read them). The pickled size is what a runner serialises, give or take its coder
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -15,16 +16,31 @@ NAMESPACE = "curate.shuffle"
 
 
 class _Measure(beam.DoFn):
-    def __init__(self, label: str) -> None:
+    """Counts each element under `label`, or under `label_of(element)` (one shuffle that
+    carries several kinds of element, each counted apart)."""
+
+    def __init__(self, label: str | None, label_of: Callable[[Any], str] | None = None) -> None:
         self.label = label
+        self.label_of = label_of
 
     def setup(self) -> None:
-        self.bytes = Metrics.counter(NAMESPACE, f"{self.label}.bytes")
-        self.elements = Metrics.counter(NAMESPACE, f"{self.label}.elements")
+        self.counters: dict[str, tuple[Any, Any]] = {}
+
+    def _counters(self, label: str) -> tuple[Any, Any]:
+        found = self.counters.get(label)
+        if found is None:
+            found = self.counters[label] = (
+                Metrics.counter(NAMESPACE, f"{label}.bytes"),
+                Metrics.counter(NAMESPACE, f"{label}.elements"),
+            )
+        return found
 
     def process(self, element: Any):
-        self.bytes.inc(len(pickle.dumps(element, protocol=pickle.HIGHEST_PROTOCOL)))
-        self.elements.inc()
+        label = self.label_of(element) if self.label_of is not None else self.label
+        assert label is not None
+        size, count = self._counters(label)
+        size.inc(len(pickle.dumps(element, protocol=pickle.HIGHEST_PROTOCOL)))
+        count.inc()
         yield element
 
 
@@ -41,14 +57,19 @@ class MeasureShuffle(beam.PTransform):
 
 
 class MeasuredGroupByKey(beam.PTransform):
-    """`beam.GroupByKey()` that counts the bytes and elements it shuffles."""
+    """`beam.GroupByKey()` that counts the bytes and elements it shuffles, under `label` or,
+    for a shuffle of several kinds of element, under `label_of(element)`."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str | None = None, label_of: Callable[[Any], str] | None = None):
         super().__init__()
+        if (label is None) == (label_of is None):
+            raise ValueError("give a label or a label_of function")
         self.measure_label = label
+        self.label_of = label_of
 
     def expand(self, pcoll: Any) -> Any:
-        return pcoll | "Measure" >> beam.ParDo(_Measure(self.measure_label)) | beam.GroupByKey()
+        measure = _Measure(self.measure_label, self.label_of)
+        return pcoll | "Measure" >> beam.ParDo(measure) | beam.GroupByKey()
 
 
 class MeasuredCoGroupByKey(beam.PTransform):

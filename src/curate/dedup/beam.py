@@ -27,9 +27,9 @@ counters).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -198,18 +198,40 @@ def _crop_members(attrs: NearAttributes, config: NearDedupConfig) -> list[ImageM
 
 
 CandidateSearch = Literal["image", "crop", "gradient"]
+# each search's shuffle counter: <prefix>_<label>
+SEARCH_SHUFFLES: dict[CandidateSearch, str] = {
+    "image": "image_groups",
+    "gradient": "gradient_groups",
+    "crop": "crop_groups",
+}
 
 
-def _candidate_search(
-    kind: CandidateSearch, config: NearDedupConfig
-) -> tuple[Callable[[NearAttributes, NearDedupConfig], list[ImageMember]], int, int | None]:
-    """(members of a record, max bits, dHash bits) of one image candidate search."""
+class _Search(NamedTuple):
+    """One image candidate search: a record's members, the pHash bits and dHash bits of a pair."""
+
+    members: Callable[[NearAttributes, NearDedupConfig], list[ImageMember]]
+    max_hamming: int
+    confirm_max: int | None
+
+
+def _candidate_search(kind: CandidateSearch, config: NearDedupConfig) -> _Search:
     image = config.image
     if kind == "crop":
-        return _crop_members, image.crop.max_hamming, None
+        return _Search(_crop_members, image.crop.max_hamming, None)
     if kind == "gradient":
-        return gradient_members, image.gradient_hash_max or 0, None
-    return _image_member, image.max_hamming, image.confirm_dhash_max
+        return _Search(gradient_members, image.gradient_hash_max or 0, None)
+    return _Search(_image_member, image.max_hamming, image.confirm_dhash_max)
+
+
+def image_searches(config: NearDedupConfig) -> tuple[CandidateSearch, ...]:
+    """The image candidate searches a config turns on: pHashes confirmed on dHash, then the
+    thumbnails' gradient hashes and the full and window pHashes of the crop search."""
+    kinds: list[CandidateSearch] = ["image"]
+    if config.image.gradient_hash_max is not None:
+        kinds.append("gradient")
+    if config.image.crop.enabled:
+        kinds.append("crop")
+    return tuple(kinds)
 
 
 def _between_records(edges: list[Edge]) -> list[Edge]:
@@ -221,66 +243,103 @@ def _between_records(edges: list[Edge]) -> list[Edge]:
     return [e for e in edges if forest.union(e.a, e.b)]
 
 
+def _search_members(
+    attrs: NearAttributes, config: NearDedupConfig, searches: dict[CandidateSearch, _Search]
+) -> dict[CandidateSearch, list[ImageMember]]:
+    return {kind: search.members(attrs, config) for kind, search in searches.items()}
+
+
+def _member_counts(members: dict[CandidateSearch, list[ImageMember]]) -> dict[str, int]:
+    return {kind: len(found) for kind, found in members.items()}
+
+
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in counts:
+        for kind, n in part.items():
+            total[kind] = total.get(kind, 0) + n
+    return total
+
+
+def _group_bits(
+    counts: dict[str, int], searches: dict[CandidateSearch, _Search], group_size: int
+) -> dict[str, int]:
+    return {
+        kind: image_group_bits(counts.get(kind, 0), search.max_hamming, group_size)
+        for kind, search in searches.items()
+    }
+
+
+def _search_shuffle(prefix: str) -> Callable[[Any], str]:
+    return lambda element: f"{prefix}_{SEARCH_SHUFFLES[element[0][0]]}"
+
+
 class ImageEdges(beam.PTransform):
-    """NearAttributes -> image edges, one call per group of probe-key buckets.
+    """NearAttributes -> image edges of every candidate search (`image_searches`), one call per
+    search and group of probe-key buckets.
 
     A group is a block and the top bits of its keys (`image_group_keys`), as many bits as keep
-    a group near `beam_group_size` hashes (from the count of hashes, a side input), so the
-    whole set is a few calls instead of one per probe key. Every close pair shares a key,
-    hence a group; each group yields a spanning forest of its members' pairs."""
+    a group near `beam_group_size` hashes (from the count of each search's hashes, a side
+    input), so the whole set is a few calls instead of one per probe key. Every close pair
+    shares a key, hence a group; each group yields a spanning forest of its members' pairs.
+    The searches share their steps and their one shuffle (counted per search:
+    `<prefix>_image_groups|gradient_groups|crop_groups`)."""
 
     def __init__(
         self,
         config: NearDedupConfig,
-        shuffle_label: str = f"{SHUFFLE_PREFIX}_image_groups",
-        kind: CandidateSearch = "image",
+        shuffle_prefix: str = SHUFFLE_PREFIX,
+        kinds: tuple[CandidateSearch, ...] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.shuffle_label = shuffle_label
-        # image: pHashes confirmed on dHash; crop: full and window pHashes
-        # (`curate.dedup.crops`); gradient: the thumbnails' gradient hashes
-        self.kind = kind
+        self.shuffle_prefix = shuffle_prefix
+        self.kinds = kinds if kinds is not None else image_searches(config)
 
     def expand(self, attrs: beam.PCollection) -> beam.PCollection:
         image = self.config.image
-        member_fn, max_hamming, confirm_max = _candidate_search(self.kind, self.config)
-        members = attrs | "ImageMembers" >> beam.Map(member_fn, self.config)  # a list a record
+        searches = {kind: _candidate_search(kind, self.config) for kind in self.kinds}
+        members = attrs | "ImageMembers" >> beam.Map(_search_members, self.config, searches)
         bits = (
             members
-            | "CountHashes" >> beam.Map(len)
-            | "CountImages" >> beam.CombineGlobally(sum)
-            | "GroupBits" >> beam.Map(image_group_bits, max_hamming, image.beam_group_size)
+            | "CountHashes" >> beam.Map(_member_counts)
+            | "CountImages" >> beam.CombineGlobally(_sum_counts)
+            | "GroupBits" >> beam.Map(_group_bits, searches, image.beam_group_size)
         )
+
+        def edges(item: tuple[tuple[CandidateSearch, ImageGroup], Iterable]) -> list[Edge]:
+            (kind, group), packs = item
+            search = searches[kind]
+            found = [m for pack in packs for m in pack]
+            return _between_records(
+                _image_edges_for_group(
+                    group, found, search.max_hamming, search.confirm_max, image.chunk_size
+                )
+            )
+
         return (
             members
             | "ImageGroups"
-            >> beam.FlatMap(_packed_by_group, max_hamming, bits=beam.pvalue.AsSingleton(bits))
-            | "GroupImages" >> MeasuredGroupByKey(self.shuffle_label)
-            | "ImageEdges"
-            >> beam.FlatMap(
-                lambda kv: _between_records(
-                    _image_edges_for_group(
-                        kv[0],
-                        [m for pack in kv[1] for m in pack],
-                        max_hamming,
-                        confirm_max,
-                        image.chunk_size,
-                    )
-                )
-            )
+            >> beam.FlatMap(_packed_by_group, searches, bits=beam.pvalue.AsSingleton(bits))
+            | "GroupImages" >> MeasuredGroupByKey(label_of=_search_shuffle(self.shuffle_prefix))
+            | "ImageEdges" >> beam.FlatMap(edges)
         )
 
 
 def _packed_by_group(
-    members: list[ImageMember], max_hamming: int, bits: int
-) -> list[tuple[ImageGroup, list[ImageMember]]]:
-    """`(group, the record's members in it)`: one shuffled element per group a record reaches,
-    not one per hash and group (a record's crop windows share most of their groups)."""
-    packs: dict[ImageGroup, list[ImageMember]] = {}
-    for member in members:
-        for group in image_group_keys(member[1], max_hamming, bits):
-            packs.setdefault(group, []).append(member)
+    members: dict[CandidateSearch, list[ImageMember]],
+    searches: dict[CandidateSearch, _Search],
+    bits: dict[str, int],
+) -> list[tuple[tuple[CandidateSearch, ImageGroup], list[ImageMember]]]:
+    """`((search, group), the record's members in it)`: one shuffled element per search and
+    group a record reaches, not one per hash and group (a record's crop windows share most of
+    their groups)."""
+    packs: dict[tuple[CandidateSearch, ImageGroup], list[ImageMember]] = {}
+    for kind, found in members.items():
+        max_hamming = searches[kind].max_hamming
+        for member in found:
+            for group in image_group_keys(member[1], max_hamming, bits[kind]):
+                packs.setdefault((kind, group), []).append(member)
     return list(packs.items())
 
 
@@ -397,15 +456,7 @@ class NearDuplicates(beam.PTransform):
         edge_sets = []
         if image:
             attrs = rows | "SidecarAttributes" >> beam.Map(sidecar_attributes)
-            edge_sets.append(
-                attrs | "Image" >> ImageEdges(config, f"{self.shuffle_prefix}_image_groups")
-            )
-            if config.image.gradient_hash_max is not None:
-                label = f"{self.shuffle_prefix}_gradient_groups"
-                edge_sets.append(attrs | "Gradient" >> ImageEdges(config, label, "gradient"))
-            if config.image.crop.enabled:
-                crop_label = f"{self.shuffle_prefix}_crop_groups"
-                edge_sets.append(attrs | "Crop" >> ImageEdges(config, crop_label, "crop"))
+            edge_sets.append(attrs | "Image" >> ImageEdges(config, self.shuffle_prefix))
         if caption:
             assert rows is not None
             edge_sets.append(
