@@ -26,7 +26,7 @@ from curate.dedup.exact import Decision, caption_image_key, group_drops, text_fi
 from curate.instruct.config import InstructConfig
 from curate.schema import ERROR_SCHEMA, RecordSchema, load_schema, reject_schema
 from curate.shards import layout
-from curate.shards.beam import WriteFlatFiles, WriteSettings, WriteSplitShards
+from curate.shards.beam import FlatTable, WriteFlatTables, WriteSettings, WriteSplitShards
 from curate.shards.writer import read_rows
 from curate.shuffle import MeasuredGroupByKey, MeasureShuffle
 from curate.spec import Spec
@@ -313,8 +313,9 @@ def instruct_config(spec: Spec) -> InstructConfig | None:
 
 class WriteInstructions(beam.PTransform):
     """Kept records -> instruction shards under instructions/<split>/ (generated after the
-    split, so matching distractors come from the same split); rejected candidates go to
-    instructions_rejects/, failures to instructions_errors/."""
+    split, so matching distractors come from the same split); returns the flat tables left to
+    write, {folder: rows}: rejected candidates for instructions_rejects/, failures for
+    instructions_errors/ (`instruction_tables`)."""
 
     def __init__(
         self, config: InstructConfig, out_dir: str, settings: WriteSettings, shard_rows: int
@@ -322,7 +323,7 @@ class WriteInstructions(beam.PTransform):
         super().__init__()
         self.config, self.out_dir, self.settings, self.rows = config, out_dir, settings, shard_rows
 
-    def expand(self, kept: Any) -> None:
+    def expand(self, kept: Any) -> dict[str, Any]:
         from curate.instruct.beam import GenerateInstructions
 
         schema = load_schema("instruction.v1")
@@ -330,32 +331,23 @@ class WriteInstructions(beam.PTransform):
         _ = outputs.instructions | "InstructionShards" >> WriteSplitShards(
             self.out_dir, layout.INSTRUCTIONS, schema.arrow, self.settings, self.rows
         )
-        _ = (
-            outputs.rejected
-            | "InstructionRejectRows" >> beam.Map(lambda r: r.as_row())
-            | "InstructionRejects"
-            >> WriteFlatFiles(
-                self.out_dir,
-                layout.INSTRUCTION_REJECTS,
-                reject_schema(schema),
-                self.settings,
-                self.rows,
-                "source_record_id",
-            )
-        )
-        _ = (
-            outputs.failed
-            | "InstructionErrorRows" >> beam.Map(lambda f: f.as_row())
-            | "InstructionErrors"
-            >> WriteFlatFiles(
-                self.out_dir,
-                layout.INSTRUCTION_ERRORS,
-                ERROR_SCHEMA,
-                self.settings,
-                self.rows,
-                "record_id",
-            )
-        )
+        return {
+            layout.INSTRUCTION_REJECTS: outputs.rejected
+            | "InstructionRejectRows" >> beam.Map(lambda r: r.as_row()),
+            layout.INSTRUCTION_ERRORS: outputs.failed
+            | "InstructionErrorRows" >> beam.Map(lambda f: f.as_row()),
+        }
+
+
+def instruction_tables() -> list[FlatTable]:
+    return [
+        FlatTable(
+            layout.INSTRUCTION_REJECTS,
+            reject_schema(load_schema("instruction.v1")),
+            "source_record_id",
+        ),
+        FlatTable(layout.INSTRUCTION_ERRORS, ERROR_SCHEMA, "record_id"),
+    ]
 
 
 def clear_outputs(out_dir: str) -> None:
@@ -412,15 +404,17 @@ class Phase2(beam.PTransform):
         written = (task_ids, compact, decisions) | "ShardsAndRejects" >> WriteFromTasks(
             out_dir, schema, settings, out.shard_rows, emit_kept=instruct is not None
         )
-        if instruct is not None:
-            _ = written[KEPT] | "Instructions" >> WriteInstructions(
-                instruct, out_dir, settings, out.shard_rows
-            )
-        errors = (
-            task_ids
+        flat = {
+            layout.ERRORS: task_ids
             | "ErrorFiles" >> beam.Map(lambda t: task_file(out_dir, t, "errors.parquet"))
             | "ReadErrors" >> beam.FlatMap(read_errors)
-        )
-        _ = errors | "Errors" >> WriteFlatFiles(
-            out_dir, layout.ERRORS, ERROR_SCHEMA, settings, out.shard_rows, "source_uri"
-        )
+        }
+        tables = [FlatTable(layout.ERRORS, ERROR_SCHEMA, "source_uri")]
+        if instruct is not None:
+            flat.update(
+                written[KEPT]
+                | "Instructions" >> WriteInstructions(instruct, out_dir, settings, out.shard_rows)
+            )
+            tables += instruction_tables()
+        # the small tables share one count and one shuffle
+        _ = flat | "FlatTables" >> WriteFlatTables(out_dir, tables, settings, out.shard_rows)

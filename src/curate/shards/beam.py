@@ -121,8 +121,83 @@ class WriteSplitShards(beam.PTransform):
         )
 
 
+@dataclass(frozen=True)
+class FlatTable:
+    """A flat output table: its folder under OUT, its Arrow schema and the row field that
+    buckets and sorts its files."""
+
+    folder: str
+    schema: pa.Schema
+    sort_field: str
+
+
+def _table_file_key(
+    item: tuple[str, dict[str, Any]],
+    counts: dict[str, int],
+    tables: dict[str, FlatTable],
+    shard_rows: int,
+) -> tuple[tuple[str, int, int], dict[str, Any]]:
+    folder, row = item
+    (index, total), row = file_key(row, counts[folder], shard_rows, tables[folder].sort_field)
+    return (folder, index, total), row
+
+
+def _write_table_file(
+    item: tuple[tuple[str, int, int], Iterable[dict[str, Any]]],
+    out_dir: str,
+    tables: dict[str, FlatTable],
+    settings: WriteSettings,
+) -> dict[str, Any]:
+    (folder, index, total), rows = item
+    table = tables[folder]
+    path_of = FlatPath(out_dir, folder)
+    return write_group(((index, total), rows), path_of, table.schema, settings, table.sort_field)
+
+
+def _tagged(folder: str) -> Any:
+    return lambda row: (folder, row)
+
+
+class WriteFlatTables(beam.PTransform):
+    """{folder: rows} -> `OUT/<folder>/part-*.parquet` for each table (rejects, errors), bucketed
+    by the table's `sort_field` (file count from the table's row count). The tables share one
+    count and one shuffle, so a build's few small tables cost a few steps, not a few each; the
+    shuffle is counted per table (`<folder>.write`)."""
+
+    def __init__(
+        self,
+        out_dir: str,
+        tables: list[FlatTable],
+        settings: WriteSettings,
+        shard_rows: int,
+    ) -> None:
+        super().__init__()
+        self.out_dir, self.tables = out_dir, {t.folder: t for t in tables}
+        self.settings, self.shard_rows = settings, shard_rows
+
+    def expand(self, inputs: dict[str, Any]) -> Any:
+        tagged = [
+            rows | f"Tag_{folder}" >> beam.Map(_tagged(folder)) for folder, rows in inputs.items()
+        ]
+        rows = tagged | "AllTables" >> beam.Flatten()
+        counts = rows | "CountRows" >> beam.combiners.Count.PerKey()
+        return (
+            rows
+            | "Key"
+            >> beam.Map(
+                _table_file_key,
+                counts=beam.pvalue.AsDict(counts),
+                tables=self.tables,
+                shard_rows=self.shard_rows,
+            )
+            | "Group" >> MeasuredGroupByKey(label_of=lambda e: f"{e[0][0]}.write")
+            | "Write" >> beam.Map(_write_table_file, self.out_dir, self.tables, self.settings)
+        )
+
+
 class WriteFlatFiles(beam.PTransform):
-    """Rows -> `OUT/<folder>/part-*.parquet` (rejects, errors), bucketed by `sort_field`."""
+    """Rows -> `OUT/<folder>/part-*.parquet` (rejects, errors), bucketed by `sort_field`: one
+    table of `WriteFlatTables`."""
 
     def __init__(
         self,
@@ -134,27 +209,10 @@ class WriteFlatFiles(beam.PTransform):
         sort_field: str,
     ) -> None:
         super().__init__()
-        self.out_dir, self.folder, self.schema = out_dir, folder, schema
-        self.settings, self.shard_rows, self.sort_field = settings, shard_rows, sort_field
+        self.table = FlatTable(folder, schema, sort_field)
+        self.out_dir, self.settings, self.shard_rows = out_dir, settings, shard_rows
 
     def expand(self, rows: Any) -> Any:
-        total = rows | "Count" >> beam.combiners.Count.Globally()
-        return (
-            rows
-            | "Key"
-            >> beam.Map(
-                file_key,
-                total_rows=beam.pvalue.AsSingleton(total),
-                shard_rows=self.shard_rows,
-                id_field=self.sort_field,
-            )
-            | "Group" >> MeasuredGroupByKey(f"{self.folder}.write")
-            | "Write"
-            >> beam.Map(
-                write_group,
-                FlatPath(self.out_dir, self.folder),
-                self.schema,
-                self.settings,
-                self.sort_field,
-            )
+        return {self.table.folder: rows} | "Table" >> WriteFlatTables(
+            self.out_dir, [self.table], self.settings, self.shard_rows
         )
