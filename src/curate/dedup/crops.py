@@ -97,7 +97,9 @@ def box_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
 
 @lru_cache(maxsize=4096)
 def _cached_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
-    weights = box_weights(n, m, lo, hi)
+    # float32, like the search's grid: its products are a third faster than in float64 and
+    # its scores move by ~1e-7 (the threshold and the scores it separates are ~1e-3 apart)
+    weights = box_weights(n, m, lo, hi).astype(np.float32)
     weights.setflags(write=False)
     return weights
 
@@ -160,7 +162,8 @@ class CropAligner:
 
     @cached_property
     def _grid(self) -> np.ndarray:
-        return np.stack([box_weights(self.size, _COMPARE, lo, hi) for lo, hi in self.spans])
+        grid = [box_weights(self.size, _COMPARE, lo, hi) for lo, hi in self.spans]
+        return np.stack(grid).astype(np.float32)  # see _cached_weights
 
     @cached_property
     def _whole(self) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -165,15 +166,16 @@ _DENSE_BATCH = 64  # members compared at once against the rest of a large bucket
 _OWNER_BITS = 32  # a code is key << 32 | owner: keys are <= 32 bits (>= 2 blocks)
 
 
-def _probe_blocks(width: int, max_bits: int) -> list[tuple[int, int]]:
+@lru_cache(maxsize=256)  # asked for every hash a record holds: the layouts are few
+def _probe_blocks(width: int, max_bits: int) -> tuple[tuple[int, int], ...]:
     """Bit ranges (lo, hi) splitting `width` bits into probed blocks for `max_bits` (see the
     comment above); at least two, so that a key fits 32 bits."""
     blocks = min(width, max(2, -(-(max_bits + 1) // 3)))  # a radius-1 ball covers 2 bits a block
     bounds = np.linspace(0, width, blocks + 1).astype(int)
-    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(blocks)]
+    return tuple((int(bounds[i]), int(bounds[i + 1])) for i in range(blocks))
 
 
-def image_probe_layout(max_hamming: int) -> list[tuple[int, int]]:
+def image_probe_layout(max_hamming: int) -> tuple[tuple[int, int], ...]:
     """Bit ranges (lo, hi) of the probed blocks of a 64-bit hash for `max_hamming`."""
     return _probe_blocks(64, max_hamming)
 
