@@ -173,7 +173,7 @@ def test_probe_keys_pigeonhole_on_spread_flips():
     # 8 bits spread 3/3/2 over the three 21/21/22-bit probe blocks: only the 2-bit block's
     # midpoints are shared keys; 9 bits spread 3/3/3 share none.
     layout = image_probe_layout(8)
-    assert layout == [(0, 21), (21, 42), (42, 64)]
+    assert layout == ((0, 21), (21, 42), (42, 64))
     a = 0x0123456789ABCDEF
     b = _flip(a, [0, 5, 9, 21, 30, 40, 50, 60])
     c = _flip(a, [0, 5, 9, 21, 30, 40, 50, 55, 60])
