@@ -402,7 +402,13 @@ class Phase2(beam.PTransform):
         decisions = tuple(drops) | "OneDecisionPerRecord" >> OneDecisionPerRecord()
         instruct = instruct_config(spec)
         written = (task_ids, compact, decisions) | "ShardsAndRejects" >> WriteFromTasks(
-            out_dir, schema, settings, out.shard_rows, emit_kept=instruct is not None
+            out_dir,
+            schema,
+            settings,
+            out.shard_rows,
+            emit_kept=instruct is not None,
+            # instructions reference images by hash unless told to copy them
+            kept_image_bytes=instruct is not None and instruct.include_image,
         )
         flat = {
             layout.ERRORS: task_ids

@@ -20,6 +20,7 @@ import apache_beam as beam
 
 from curate.build.plan import task_file
 from curate.build.timings import Phase2Step, file_size
+from curate.instruct.records import image_fields
 from curate.schema import RecordSchema, reject_schema
 from curate.shards import layout
 from curate.shards.beam import FlatPath, ShardPath, WriteSettings, write_group
@@ -101,10 +102,15 @@ class _WriteTaskFile(beam.DoFn):
     """One output file from its tasks' files: kept rows of one split, or every reject."""
 
     def __init__(
-        self, out_dir: str, schema: RecordSchema, settings: WriteSettings, emit_kept: bool
+        self,
+        out_dir: str,
+        schema: RecordSchema,
+        settings: WriteSettings,
+        emit_kept: bool,
+        kept_image_bytes: bool,
     ) -> None:
         self.out_dir, self.schema, self.settings = out_dir, schema, settings
-        self.emit_kept = emit_kept
+        self.emit_kept, self.kept_image_bytes = emit_kept, kept_image_bytes
 
     def process(self, item: tuple[tuple[str, str, int, int], Iterable[TaskFate]]) -> Iterator[Any]:
         (table, split, index, total), fates = item
@@ -135,7 +141,8 @@ class _WriteTaskFile(beam.DoFn):
         step.count("bytes_written", file_size(result["path"]))
         if table == SHARDS and self.emit_kept:
             for row in rows:
-                yield beam.pvalue.TaggedOutput(KEPT, row)
+                kept = row if self.kept_image_bytes else without_image_bytes(row)
+                yield beam.pvalue.TaggedOutput(KEPT, kept)
         yield result
 
     def _kept(self, fate: TaskFate, split: str) -> Iterator[dict[str, Any]]:
@@ -160,11 +167,20 @@ class _WriteTaskFile(beam.DoFn):
                     yield Rejected(row, reason, stage, duplicate_of).as_row()
 
 
+def without_image_bytes(row: dict[str, Any]) -> dict[str, Any]:
+    """The record for a step that needs its image's hash, not its bytes (instructions that do
+    not copy images): the kept records then move as ids and text, not pictures."""
+    if not row.get("image"):
+        return row
+    return {**row, **image_fields(row, include_image=False)}
+
+
 class WriteFromTasks(beam.PTransform):
     """(task ids, compact rows, decisions) -> shards and rejects written from the task files.
 
     Returns the written files' `{path, rows}`; with `emit_kept`, also (tag `kept`) the kept
-    records themselves, for stages that run after the shards (instructions)."""
+    records themselves, for stages that run after the shards (instructions), image bytes
+    replaced by the image's hash unless `kept_image_bytes`."""
 
     def __init__(
         self,
@@ -173,10 +189,12 @@ class WriteFromTasks(beam.PTransform):
         settings: WriteSettings,
         shard_rows: int,
         emit_kept: bool = False,
+        kept_image_bytes: bool = True,
     ) -> None:
         super().__init__()
         self.out_dir, self.schema, self.settings = out_dir, schema, settings
         self.shard_rows, self.emit_kept = shard_rows, emit_kept
+        self.kept_image_bytes = kept_image_bytes
 
     def expand(self, inputs: tuple[Any, Any, Any]) -> Any:
         task_ids, compact, decisions = inputs
@@ -202,7 +220,13 @@ class WriteFromTasks(beam.PTransform):
             | "GroupFiles" >> MeasuredGroupByKey("phase2.group_files")
             | "Write"
             >> beam.ParDo(
-                _WriteTaskFile(self.out_dir, self.schema, self.settings, self.emit_kept)
+                _WriteTaskFile(
+                    self.out_dir,
+                    self.schema,
+                    self.settings,
+                    self.emit_kept,
+                    self.kept_image_bytes,
+                )
             ).with_outputs(KEPT, main="files")
         )
         return outputs
