@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.build.plan import task_file
 from curate.build.timings import Phase2Step, file_size
@@ -148,8 +150,8 @@ class _WriteTaskFile(beam.DoFn):
     def _kept(self, fate: TaskFate, split: str) -> Iterator[dict[str, Any]]:
         path = task_file(self.out_dir, fate.task_id, "kept.parquet")
         WRITE_SHARDS.count("bytes_read", file_size(path))
-        for row in read_rows(path):
-            if row["split"] == split and row["record_id"] not in fate.dropped:
+        for row in read_rows(path, keep=lambda table: pc.equal(table["split"], split)):
+            if row["record_id"] not in fate.dropped:
                 yield row
 
     def _rejects(self, fate: TaskFate) -> Iterator[dict[str, Any]]:
@@ -160,11 +162,15 @@ class _WriteTaskFile(beam.DoFn):
         if fate.dropped:
             path = task_file(self.out_dir, fate.task_id, "kept.parquet")
             WRITE_REJECTS.count("bytes_read", file_size(path))
-            for row in read_rows(path):
-                decision = fate.dropped.get(row["record_id"])
-                if decision is not None:
-                    stage, reason, duplicate_of = decision
-                    yield Rejected(row, reason, stage, duplicate_of).as_row()
+            dropped = pa.array(sorted(fate.dropped))
+
+            def is_dropped(table: pa.Table) -> Any:
+                ids = table["record_id"]
+                return pc.is_in(ids, value_set=dropped.cast(ids.type))
+
+            for row in read_rows(path, keep=is_dropped):
+                stage, reason, duplicate_of = fate.dropped[row["record_id"]]
+                yield Rejected(row, reason, stage, duplicate_of).as_row()
 
 
 def without_image_bytes(row: dict[str, Any]) -> dict[str, Any]:

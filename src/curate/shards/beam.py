@@ -50,7 +50,7 @@ def write_group(
     key, rows = item
     # A total order (ties broken by every text column), so a file's bytes never depend on the
     # order in which the runner delivered its rows.
-    ordered = sorted(rows, key=lambda r: (str(r.get(sort_field)), _tie_breaker(r)))
+    ordered = _total_order(rows, sort_field)
     path = path_of(key)
     count = write_parquet(
         path,
@@ -62,6 +62,23 @@ def write_group(
         digest_path=digest_path(path_of.out_dir, path),
     )
     return {"path": path, "rows": count}
+
+
+def _total_order(rows: Iterable[dict[str, Any]], sort_field: str) -> list[dict[str, Any]]:
+    """Rows sorted by `sort_field`, rows of one value by `_tie_breaker`: the order of sorting by
+    both, with the costly tie-breaker made only for the values that repeat (ids rarely do)."""
+    ordered = sorted(rows, key=lambda r: str(r.get(sort_field)))
+    out: list[dict[str, Any]] = []
+    start = 0
+    while start < len(ordered):
+        value = str(ordered[start].get(sort_field))
+        end = start + 1
+        while end < len(ordered) and str(ordered[end].get(sort_field)) == value:
+            end += 1
+        run = ordered[start:end]
+        out.extend(sorted(run, key=_tie_breaker) if len(run) > 1 else run)
+        start = end
+    return out
 
 
 def _tie_breaker(row: dict[str, Any]) -> str:

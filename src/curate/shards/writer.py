@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -56,10 +57,20 @@ def write_parquet(
     return table.num_rows
 
 
-def read_rows(path: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+def read_rows(
+    path: str,
+    columns: list[str] | None = None,
+    keep: Callable[[pa.Table], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The file's rows as dicts; `keep(table)` (a boolean mask) selects rows in Arrow first, so
+    rows (and image bytes) a caller would drop are never turned into Python objects."""
     if fs.is_local(path):
-        return pq.read_table(path, columns=columns).to_pylist()
-    return pq.read_table(io.BytesIO(fs.read_bytes(path)), columns=columns).to_pylist()
+        table = pq.read_table(path, columns=columns)
+    else:
+        table = pq.read_table(io.BytesIO(fs.read_bytes(path)), columns=columns)
+    if keep is not None:
+        table = table.filter(keep(table))
+    return table.to_pylist()
 
 
 def count_rows(path: str) -> int:
