@@ -37,13 +37,17 @@ def _number(value: float) -> str:
     return f"{value:.2g}"
 
 
+def _round_step(raw: float) -> float:
+    """The smallest round step (1, 2, 2.5 or 5 x 10^k) of at least `raw` (> 0)."""
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
+
 def nice_ticks(high: float, count: int = 5) -> list[float]:
-    """0 and round steps (1, 2, 2.5 or 5 x 10^k) up to at least `high`."""
+    """0 and round steps up to at least `high`."""
     if high <= 0:
         return [0.0, 1.0]
-    raw = high / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    step = _round_step(high / count)
     return [i * step for i in range(int(math.ceil(high / step - 1e-9)) + 1)]
 
 
@@ -156,9 +160,7 @@ class _Axes:
 
 def _spread(lo: float, hi: float, count: int = 5) -> list[float]:
     """About `count` round values between lo and hi."""
-    raw = (hi - lo) / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    step = _round_step((hi - lo) / count)
     first = math.ceil(lo / step - 1e-9) * step
     return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
 

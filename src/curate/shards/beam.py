@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import apache_beam as beam
@@ -67,17 +68,14 @@ def write_group(
 def _total_order(rows: Iterable[dict[str, Any]], sort_field: str) -> list[dict[str, Any]]:
     """Rows sorted by `sort_field`, rows of one value by `_tie_breaker`: the order of sorting by
     both, with the costly tie-breaker made only for the values that repeat (ids rarely do)."""
-    ordered = sorted(rows, key=lambda r: str(r.get(sort_field)))
+
+    def value(row: dict[str, Any]) -> str:
+        return str(row.get(sort_field))
+
     out: list[dict[str, Any]] = []
-    start = 0
-    while start < len(ordered):
-        value = str(ordered[start].get(sort_field))
-        end = start + 1
-        while end < len(ordered) and str(ordered[end].get(sort_field)) == value:
-            end += 1
-        run = ordered[start:end]
-        out.extend(sorted(run, key=_tie_breaker) if len(run) > 1 else run)
-        start = end
+    for _, run in groupby(sorted(rows, key=value), key=value):
+        same = list(run)
+        out.extend(sorted(same, key=_tie_breaker) if len(same) > 1 else same)
     return out
 
 
