@@ -257,3 +257,120 @@ def test_record_links_keep_the_crop_groups_and_drop_pairs_within_a_record(plante
             if min_crop_distance(hashes[a], hashes[b]) <= limit:
                 expected.union(a, b)
     assert {rid: linked.find(rid) for rid in ids} == {rid: expected.find(rid) for rid in ids}
+
+
+def _brute_nearest(hashes: np.ndarray, limit: int, nearest: int | None) -> set[tuple[int, int]]:
+    """Each record's `nearest` partners within `limit` bits (ties: lower index), by every pair."""
+    n = len(hashes)
+    pairs: set[tuple[int, int]] = set()
+    for i in range(n):
+        partners = []
+        for j in range(n):
+            if j != i:
+                bits = min_crop_distance(hashes[i].tolist(), hashes[j].tolist())
+                if bits <= limit:
+                    partners.append((bits, j))
+        for _, j in sorted(partners)[:nearest]:
+            pairs.add((min(i, j), max(i, j)))
+    return pairs
+
+
+def _crowd(n: int, m: int, spread: int, seed: int) -> np.ndarray:
+    """n records of m hashes each, all within a few bits of one hash (similar figures)."""
+    rng = np.random.default_rng(seed)
+    base = np.uint64(int(rng.integers(0, 2**63)))
+    flips = rng.integers(0, 64, size=(n, m, spread))
+    masks = (np.uint64(1) << flips.astype(np.uint64)).astype(np.uint64)
+    return base ^ np.bitwise_xor.reduce(masks, axis=2)
+
+
+@pytest.mark.parametrize("nearest", [None, 1, 3])
+def test_crop_neighbours_are_exact_when_the_window_covers_the_group(nearest):
+    from curate.dedup.crops import crop_neighbours
+
+    hashes = _crowd(9, 3, 4, seed=1)  # 27 hashes: a window of 32 compares every pair
+    usable = np.ones(len(hashes), dtype=bool)
+    i, j = crop_neighbours(hashes, usable, 6, nearest, window=32)
+    assert set(zip(i.tolist(), j.tolist())) == _brute_nearest(hashes, 6, nearest)
+    usable[4] = False  # an unusable record pairs with nothing
+    i, j = crop_neighbours(hashes, usable, 6, nearest, window=32)
+    assert 4 not in set(i.tolist()) | set(j.tolist())
+
+
+def test_crop_neighbours_stay_bounded_in_a_crowd_and_keep_the_close_pairs():
+    """A crowd of similar figures: ~nearest pairs a record, not one per pair of records, and a
+    planted pair 1 bit apart (a crop and its original) is still found."""
+    from curate.dedup.crops import crop_neighbours
+
+    hashes = _crowd(3000, 10, 6, seed=2)
+    hashes[2999] = hashes[17] ^ np.uint64(1 << 40)
+    i, j = crop_neighbours(hashes, np.ones(len(hashes), bool), 10, 16, window=32)
+    assert len(i) <= 16 * 3000
+    close = _brute_nearest(hashes[:40], 10, None)
+    assert len(close) > 40 * 10  # the crowd: most records are candidates of each other
+    assert (17, 2999) in set(zip(i.tolist(), j.tolist()))
+    assert (i < j).all() and len(set(zip(i.tolist(), j.tolist()))) == len(i)
+
+
+def test_splitting_every_group_changes_no_decision(planted):
+    """With every candidate group split (crop candidates aligned among each record's nearest
+    before they link), the planted crops and copies are dropped as with the exact keeper loop."""
+    from curate.dedup import confirm
+
+    records = [p.record for p in planted]
+    exact = NearDedupConfig(image={"crop": {"split_groups_above": None}})
+    split = NearDedupConfig(image={"crop": {"split_groups_above": 1}})
+    calls = []
+    original = confirm.PairConfirmer.linked_pairs
+    try:
+        confirm.PairConfirmer.linked_pairs = lambda self, rows: (
+            calls.append(len(rows))
+            or original(  # type: ignore[method-assign]
+                self, rows
+            )
+        )
+        got = find_near_duplicates(records, split)
+    finally:
+        confirm.PairConfirmer.linked_pairs = original  # type: ignore[method-assign]
+    assert calls  # the split path ran
+    want = find_near_duplicates(records, exact)
+    assert any(d.record_id.endswith("cropped") or "crop" in d.record_id for d in want) or want
+    assert got == want
+    assert score(planted, [d.as_tuple() for d in got])["cropped"]["recall"] >= 0.8
+
+
+def test_a_large_group_of_similar_figures_resolves_in_small_parts():
+    """Crop candidates chain 300 unrelated figures into one group: split, the keeper loop only
+    meets the members of small parts (no record is confirmed against all the others), and no
+    unrelated figure is dropped."""
+    from curate.dedup.confirm import CROP_CANDIDATE, PairConfirmer
+    from curate.dedup.groups import Edge, resolve
+
+    config = NearDedupConfig(image={"crop": {"split_groups_above": 64}})
+    hashes = _crowd(300, 10, 6, seed=3)
+    rng = np.random.default_rng(4)
+    side = config.image.crop.thumb_size
+    rows = [
+        {
+            "record_id": f"r{k:03d}",
+            "image_hash": int(hashes[k, 0]),
+            "crop_hashes": [int(h) for h in hashes[k, 1:]],
+            "crop_thumb": rng.integers(0, 256, side * side, dtype=np.uint8).tobytes(),
+            "pixels": 10_000 + k,
+            "aspect": 1.0,
+        }
+        for k in range(300)
+    ]
+    edges = [Edge(f"r{k:03d}", f"r{k + 1:03d}", CROP_CANDIDATE) for k in range(299)]
+    confirmer = PairConfirmer(rows, config)
+    seen: list[int] = []
+    original = confirmer.confirmed
+    confirmer.confirmed = lambda keep, others: seen.append(len(others)) or original(keep, others)  # type: ignore[method-assign]
+    assert resolve(edges, confirmer) == []
+    assert max(seen, default=0) < 64
+    exact = PairConfirmer(rows, NearDedupConfig(image={"crop": {"split_groups_above": None}}))
+    seen.clear()
+    exact_confirmed = exact.confirmed
+    exact.confirmed = lambda keep, others: seen.append(len(others)) or exact_confirmed(keep, others)  # type: ignore[method-assign]
+    assert resolve(edges, exact) == []
+    assert max(seen) == 299  # without the split the first kept record meets all the others

@@ -46,7 +46,7 @@ from curate.dedup.caption_lsh import (
     verify_candidates,
 )
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
-from curate.dedup.confirm import PairConfirmer
+from curate.dedup.confirm import CROP_CANDIDATE, IMAGE_REASON, PairConfirmer
 from curate.dedup.crops import crop_members
 from curate.dedup.groups import Edge, UnionFind, component_keys, resolve
 from curate.dedup.near import (
@@ -115,8 +115,10 @@ class ConfirmedGroups(beam.PTransform):
     the edges' ids, linear); its labels are a side input that routes each edge and each
     involved record's row to its group, so rows are shuffled once, only for records in some
     group, and no step holds every row. Each group is resolved with its own rows
-    (`_resolve_confirmed`): groups resolve in parallel; a single group is still one call,
-    quadratic when its members are mostly not copies (benchmarks/bench_resolve_growth.py)."""
+    (`_resolve_confirmed`): groups resolve in parallel. A large group is split inside its call
+    (`groups.resolve`: crop candidates link only once aligned, a bounded number a record), so
+    its CPU grows linearly (benchmarks/bench_resolve_growth.py), but it is still one call that
+    holds its members' rows."""
 
     def __init__(self, config: NearDedupConfig, shuffle_label: str) -> None:
         super().__init__()
@@ -207,17 +209,19 @@ SEARCH_SHUFFLES: dict[CandidateSearch, str] = {
 
 
 class _Search(NamedTuple):
-    """One image candidate search: a record's members, the pHash bits and dHash bits of a pair."""
+    """One image candidate search: a record's members, the pHash bits and dHash bits of a
+    pair, and the reason of its edges."""
 
     members: Callable[[NearAttributes, NearDedupConfig], list[ImageMember]]
     max_hamming: int
     confirm_max: int | None
+    reason: str = IMAGE_REASON
 
 
 def _candidate_search(kind: CandidateSearch, config: NearDedupConfig) -> _Search:
     image = config.image
     if kind == "crop":
-        return _Search(_crop_members, image.crop.max_hamming, None)
+        return _Search(_crop_members, image.crop.max_hamming, None, CROP_CANDIDATE)
     if kind == "gradient":
         return _Search(gradient_members, image.gradient_hash_max or 0, None)
     return _Search(_image_member, image.max_hamming, image.confirm_dhash_max)
@@ -313,7 +317,12 @@ class ImageEdges(beam.PTransform):
             found = [m for pack in packs for m in pack]
             return _between_records(
                 _image_edges_for_group(
-                    group, found, search.max_hamming, search.confirm_max, image.chunk_size
+                    group,
+                    found,
+                    search.max_hamming,
+                    search.confirm_max,
+                    image.chunk_size,
+                    search.reason,
                 )
             )
 

@@ -38,6 +38,12 @@ class CropNearConfig(BaseModel):
     # a kept record is aligned against at most this many of its crop candidates, the nearest by
     # pHash distance (None: all); bounds the work where similar figures crowd a group
     max_checks: int | None = Field(default=16, ge=1)
+    # a candidate group of more records than this is split before its keeper loop: its crop
+    # candidates link records only once aligned (each record's `max_checks` nearest, found
+    # among `neighbour_window` sorted hashes: curate.dedup.crops.crop_neighbours), its other
+    # edges as given; None: never split (the keeper loop meets every member of the group)
+    split_groups_above: int | None = Field(default=256, ge=1)
+    neighbour_window: int = Field(default=32, ge=1)
     thumb_size: int = Field(default=96, ge=32, le=128)
     max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
     step: float = Field(default=0.025, gt=0.0)

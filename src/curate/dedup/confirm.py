@@ -31,81 +31,26 @@ from typing import Any
 import numpy as np
 
 from curate.dedup.config import CropNearConfig, NearDedupConfig, TextNearConfig
-from curate.dedup.crops import CropAligner
+from curate.dedup.crops import CropAligner, crop_neighbours
 from curate.dedup.imagehash import popcount64, popcount_inplace
 
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
-CONFIRMED_REASONS = frozenset({IMAGE_REASON, CAPTION_REASON})
+# edges of the crop search: candidates only, never a drop reason (a confirmed crop drops as
+# near_duplicate_image); in a large group they are replaced by aligned pairs (`linked_pairs`)
+CROP_CANDIDATE = "crop_candidate"
+CONFIRMED_REASONS = frozenset({IMAGE_REASON, CAPTION_REASON, CROP_CANDIDATE})
 
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*(%|[a-zµμ]+)?")
 _WORD = re.compile(r"[a-z]+")
 # Units that change a number's meaning ("5 mm" is not "5 cm"); any other word after a number
 # is not part of it.
-_UNITS = frozenset(
-    [
-        "%",
-        "x",
-        "mm",
-        "cm",
-        "m",
-        "um",
-        "µm",
-        "μm",
-        "nm",
-        "ml",
-        "l",
-        "dl",
-        "mg",
-        "g",
-        "kg",
-        "mcg",
-        "ug",
-        "µg",
-        "mmol",
-        "mol",
-        "meq",
-        "iu",
-        "u",
-        "hu",
-        "t",
-        "s",
-        "ms",
-        "sec",
-        "min",
-        "h",
-        "hr",
-        "hrs",
-        "d",
-        "day",
-        "days",
-        "wk",
-        "wks",
-        "week",
-        "weeks",
-        "mo",
-        "month",
-        "months",
-        "y",
-        "yr",
-        "yrs",
-        "year",
-        "years",
-        "mmhg",
-        "bpm",
-        "kv",
-        "kvp",
-        "mas",
-        "gy",
-        "cgy",
-        "mgy",
-        "msv",
-        "mbq",
-        "ci",
-        "mci",
-        "fold",
-    ]
+_UNIT_WORDS = (
+    "% x mm cm m um µm μm nm ml l dl mg g kg mcg ug µg mmol mol meq iu u hu t s ms "
+    "sec min h hr hrs d day days wk wks week weeks mo month months y yr yrs year "
+    "years mmhg bpm kv kvp mas gy cgy mgy msv mbq ci mci fold"
 )
+_UNITS = frozenset(_UNIT_WORDS.split())
 
 
 def caption_cues(text: str | None, config: TextNearConfig) -> int | None:
@@ -272,17 +217,43 @@ class _CropRows:
         `skip_same_shape`, both of one width and height (cutting a border changes the size)."""
         out = np.full(len(idx), 65, dtype=np.int64)
         possible = self.usable[idx] & self.usable[k]
-        if self.config.skip_same_shape:
-            same_aspect = (self.aspects[idx] == self.aspects[k]) | (
-                np.isnan(self.aspects[idx]) & np.isnan(self.aspects[k])
-            )
-            possible &= ~((self.pixels[idx] == self.pixels[k]) & same_aspect)
+        possible &= self._shape_allows(np.full(len(idx), k), idx)
         left = np.flatnonzero(possible)
         if len(left):
             hashes = self.hashes[idx[left]]
             bits = popcount_inplace(hashes[:, :, None] ^ self.hashes[k][None, None, :])
             out[left] = bits.min(axis=(1, 2))
         return out
+
+    def _shape_allows(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether each pair may be a crop: with `skip_same_shape`, not two images of one
+        width, height and aspect (cutting a border changes the size)."""
+        if not self.config.skip_same_shape:
+            return np.ones(len(a), dtype=bool)
+        aspect_a, aspect_b = self.aspects[a], self.aspects[b]
+        same_aspect = (aspect_a == aspect_b) | (np.isnan(aspect_a) & np.isnan(aspect_b))
+        return ~((self.pixels[a] == self.pixels[b]) & same_aspect)
+
+    def aligned_neighbours(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs (into `rows`) of crop copies among the rows: each record's `max_checks`
+        nearest crop candidates (`crop_neighbours`), aligned. Linear in the rows: the work of
+        a large group of similar figures, where comparing every member with every other is
+        what made it quadratic."""
+        config = self.config
+        i, j = crop_neighbours(
+            self.hashes[rows],
+            self.usable[rows],
+            config.max_hamming,
+            config.max_checks,
+            config.neighbour_window,
+        )
+        possible = self._shape_allows(rows[i], rows[j])
+        i, j = i[possible], j[possible]
+        # the larger image's prefilter windows are cached: align pairs grouped by it
+        order = np.argsort(np.maximum(self.pixels[rows[i]], self.pixels[rows[j]]), kind="stable")
+        i, j = i[order], j[order]
+        ok = np.array([self.aligned(int(rows[a]), int(rows[b])) for a, b in zip(i, j)], bool)
+        return i[ok], j[ok]
 
     def aligned(self, a: int, b: int) -> bool:
         """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
@@ -320,6 +291,7 @@ class PairConfirmer:
     (image evidence first) or None."""
 
     handles = CONFIRMED_REASONS
+    proposals = frozenset({CROP_CANDIDATE})  # replaced by `linked_pairs` in a large group
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], config: NearDedupConfig) -> None:
         self.config = config
@@ -438,6 +410,21 @@ class PairConfirmer:
             ok[standing] = ~self.images_differ(k, idx[standing])
         return ok
 
+    @property
+    def split_above(self) -> int | None:
+        """Candidate groups of more records than this are split (`linked_pairs`)."""
+        return self.crops.config.split_groups_above if self.crops is not None else None
+
+    def linked_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs (into `rows`) that link records of a large group in place of its crop
+        candidate edges (`PROPOSALS`): aligned crop copies among each record's nearest."""
+        if self.crops is None or not self.config.image.enabled:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty
+        known = np.flatnonzero(rows >= 0)
+        i, j = self.crops.aligned_neighbours(rows[known])
+        return known[i], known[j]
+
     def positions(self, record_ids: Sequence[str]) -> np.ndarray:
         index = self.index
         return np.fromiter((index.get(r, -1) for r in record_ids), np.int64, len(record_ids))
@@ -467,6 +454,7 @@ class PairConfirmer:
 
 __all__ = [
     "CONFIRMED_REASONS",
+    "CROP_CANDIDATE",
     "PairConfirmer",
     "caption_cues",
     "figure_key",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -97,6 +97,21 @@ class Confirmer(Protocol):
         ...
 
 
+@runtime_checkable
+class SplittingConfirmer(Confirmer, Protocol):
+    """A confirmer that also splits large candidate groups (`_split_large_groups`)."""
+
+    # edge reasons that only propose: a group of more than `split_above` records drops them
+    # and is split by its other edges plus the confirmer's `linked_pairs` (None: never split)
+    proposals: frozenset[str]
+    split_above: int | None
+
+    def linked_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs into `rows` (row positions, -1 for unknown records) that stand for the
+        `proposals` edges of a large group: pairs it has confirmed already."""
+        ...
+
+
 def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[Duplicate]:
     """Group records by the edges and pick the representative of each group.
 
@@ -112,6 +127,8 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     if confirmer is None:
         return _resolve_components(edges)
     groups, rank = _connected_groups(edges)
+    if isinstance(confirmer, SplittingConfirmer):
+        groups = _split_large_groups(groups, edges, confirmer)
     direct: dict[str, dict[str, str]] = defaultdict(dict)  # record -> partner -> reason
     for edge in edges:
         if edge.reason not in confirmer.handles:
@@ -123,6 +140,39 @@ def resolve(edges: Iterable[Edge], confirmer: Confirmer | None = None) -> list[D
     for members in groups:
         out.extend(_keeper_loop(sorted(members, key=lambda r: (-rank[r], r)), confirmer, direct))
     return sorted(out)
+
+
+def _split_large_groups(
+    groups: list[list[str]], edges: list[Edge], confirmer: SplittingConfirmer
+) -> list[list[str]]:
+    """Groups of more than `confirmer.split_above` records, split into the records linked by
+    their edges other than `confirmer.proposals` and by `confirmer.linked_pairs`.
+
+    Candidate edges that link many similar but different records (crop windows of similar
+    figures) make one large group whose members are mostly not copies: its keeper loop meets
+    every member with every other, quadratic in the group. Confirming a bounded number of
+    candidates a record first, and linking only those, keeps the parts small; a member is
+    still dropped only when confirmed against its part's kept record."""
+    limit = confirmer.split_above
+    if limit is None or all(len(members) <= limit for members in groups):
+        return groups
+    firm = UnionFind()
+    for edge in edges:
+        if edge.reason not in confirmer.proposals:
+            firm.union(edge.a, edge.b)
+    out: list[list[str]] = []
+    for members in groups:
+        if len(members) <= limit:
+            out.append(members)
+            continue
+        first, second = confirmer.linked_pairs(confirmer.positions(members))
+        for i, j in zip(first.tolist(), second.tolist()):
+            firm.union(members[i], members[j])
+        parts: dict[str, list[str]] = defaultdict(list)
+        for rid in members:
+            parts[firm.find(rid)].append(rid)
+        out.extend(part for part in parts.values() if len(part) > 1)
+    return out
 
 
 def _keeper_loop(

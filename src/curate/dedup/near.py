@@ -16,7 +16,13 @@ from typing import NamedTuple
 import numpy as np
 
 from curate.dedup.config import NearDedupConfig, TextNearConfig
-from curate.dedup.confirm import PairConfirmer, caption_cues, figure_key, gradient_hash
+from curate.dedup.confirm import (
+    CROP_CANDIDATE,
+    PairConfirmer,
+    caption_cues,
+    figure_key,
+    gradient_hash,
+)
 from curate.dedup.crops import crop_members, crop_signals
 from curate.dedup.groups import Duplicate, Edge, UnionFind, resolve
 from curate.dedup.imagehash import (
@@ -705,7 +711,8 @@ def gradient_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> 
 
 def crop_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list[Edge]:
     """Crop candidates: a spanning forest over every record's full and centre-crop pHashes
-    (`curate.dedup.crops.crop_members`) within `crop.max_hamming` bits, between records."""
+    (`curate.dedup.crops.crop_members`) within `crop.max_hamming` bits, between records, as
+    `CROP_CANDIDATE` edges (proposals the confirmer aligns; see `groups.resolve`)."""
     crop = config.image.crop
     if not crop.enabled:
         return []
@@ -714,7 +721,9 @@ def crop_edges(attrs: Iterable[NearAttributes], config: NearDedupConfig) -> list
         for a in attrs
         for m in crop_members(a.record_id, a.image_hash, a.crop_hashes, a.keep_rank(config.keep))
     ]
-    edges = _member_edges(members, crop.max_hamming, None, config.image.chunk_size)
+    edges = _member_edges(
+        members, crop.max_hamming, None, config.image.chunk_size, reason=CROP_CANDIDATE
+    )
     return [e for e in edges if e.a != e.b]
 
 
