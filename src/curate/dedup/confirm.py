@@ -171,6 +171,27 @@ def unclipped_gradient_correlation(
     return np.divide((a * b).sum(axis=1), norms, out=np.zeros(len(b)), where=norms > 0)
 
 
+class _GradientRows:
+    """`gradient_vectors` of the thumbnails, each row made when first read: a large group's
+    keeper loops (after its split) read the rows of its parts' members only. The matrix is
+    `np.zeros`, whose pages the OS maps only once written, so unread rows cost no memory."""
+
+    def __init__(self, thumbs: Sequence[bytes | None], size: int, pool: int) -> None:
+        self.thumbs, self.size, self.pool = thumbs, size, pool
+        side = size // pool
+        self.values = np.zeros((len(thumbs), 2 * side * (side - 1)), dtype=np.float32)
+        self.made = np.zeros(len(thumbs), dtype=bool)
+
+    def __getitem__(self, rows: int | np.ndarray) -> np.ndarray:
+        wanted = np.atleast_1d(rows)
+        missing = np.unique(wanted[~self.made[wanted]])
+        if len(missing):
+            thumbs = [self.thumbs[i] for i in missing.tolist()]
+            self.values[missing] = gradient_vectors(thumbs, self.size, self.pool)[0]
+            self.made[missing] = True
+        return self.values[rows]
+
+
 class _CropRows:
     """The crop columns of the rows (curate.dedup.crops): is one image a border crop of the
     other? Centre/full pHashes within `crop.max_hamming` and the best crop-box alignment of the
@@ -250,7 +271,8 @@ class _CropRows:
         possible = self._shape_allows(rows[i], rows[j])
         i, j = i[possible], j[possible]
         # the larger image's prefilter windows are cached: align pairs grouped by it
-        order = np.argsort(np.maximum(self.pixels[rows[i]], self.pixels[rows[j]]), kind="stable")
+        larger = np.where(self.pixels[rows[i]] >= self.pixels[rows[j]], i, j)
+        order = np.argsort(larger, kind="stable")
         i, j = i[order], j[order]
         ok = np.array([self.aligned(int(rows[a]), int(rows[b])) for a, b in zip(i, j)], bool)
         return i[ok], j[ok]
@@ -310,8 +332,10 @@ class PairConfirmer:
         self.cues, self.has_cues = ints("cues")
         thumbs = [r.get("thumb") for r in rows]
         self.thumbs = thumbs
-        self.grads, self.has_thumb = gradient_vectors(thumbs, image.thumb_size)
-        self.coarse, _ = gradient_vectors(thumbs, image.thumb_size, pool=2)
+        side = image.thumb_size
+        self.has_thumb = np.array([t is not None and len(t) == side * side for t in thumbs])
+        self.grads = _GradientRows(thumbs, side, pool=1)
+        self.coarse = _GradientRows(thumbs, side, pool=2)
         signatures = [r.get("signature") for r in rows]
         self.has_sig = np.array([s is not None for s in signatures], dtype=bool) & caption.enabled
         width = caption.num_perm

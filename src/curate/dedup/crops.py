@@ -35,9 +35,10 @@ from curate.dedup.imagehash import _resize, dct_matrix, popcount_inplace, thumbn
 _COMPARE = 16
 # side of the prefilter's raw-pixel windows, and thumbnails whose products it keeps
 _PREFILTER = 8
-# thumbnails whose prefilter products an aligner keeps: a group's members meet each other in
-# turn, as the larger and as the smaller image (2,048 x ~21 KB of windows at most)
-_PREFILTER_CACHE = 2048
+# thumbnails whose prefilter products an aligner keeps: a group of up to 256 members (a
+# larger one is split, and its pairs aligned grouped by the larger image) meets each in turn,
+# as the larger and as the smaller image (256 x ~21 KB of float32 windows at most)
+_PREFILTER_CACHE = 256
 
 
 # windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
@@ -215,14 +216,14 @@ class CropAligner:
 
         def windows() -> np.ndarray:
             cut = _box_windows(self._coarse_grid, self._pixels(thumb), self._coarse_grid)
-            return _unit_rows(cut.reshape(-1, _PREFILTER * _PREFILTER))
+            return _unit_rows(cut.reshape(-1, _PREFILTER * _PREFILTER)).astype(np.float32)
 
         return _memo(self._windows_cache, thumb, windows)
 
     def _coarse_target(self, thumb: bytes) -> np.ndarray:
         def target() -> np.ndarray:
             pixels = self._coarse_whole @ self._pixels(thumb) @ self._coarse_whole.T
-            return _unit_rows(pixels.ravel())
+            return _unit_rows(pixels.ravel()).astype(np.float32)
 
         return _memo(self._target_cache, thumb, target)
 
