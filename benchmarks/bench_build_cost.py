@@ -13,7 +13,7 @@ Prints:
     <= 2 GB; at 100,000 figures with --memory-sizes 67000).
 
     .venv/bin/python benchmarks/bench_build_cost.py [--articles 800] [--repeat 2]
-        [--memory --memory-sizes 800 8000]
+        [--memory --memory-sizes 800 8000] [--set dedup.near.group_labels=distributed]
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ def generate(folder: Path, articles: int) -> Path:
     return folder / "folder"
 
 
+SPEC_SETS: list[str] = []  # --set KEY=VALUE overrides of the spec, for both sides
+
+
 def load(corpus: Path, running_mode: str):
     from curate.runners import RunnerChoice
     from curate.spec import load_spec
 
-    loaded = load_spec("demo_cohort", sources=[f"{SOURCE}={corpus}"])
+    loaded = load_spec("demo_cohort", sources=[f"{SOURCE}={corpus}"], sets=SPEC_SETS)
     return loaded, RunnerChoice(running_mode=running_mode)
 
 
@@ -104,7 +107,8 @@ def memory_table(sizes: list[int]) -> bool:
     rows = []
     for articles in sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(articles)],
+            [sys.executable, __file__, "--memory-child", str(articles)]
+            + [f"--set={item}" for item in SPEC_SETS],
             capture_output=True,
             text=True,
             check=True,
@@ -128,7 +132,9 @@ def main() -> int:
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[800, 4000])
     parser.add_argument("--memory-child", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    SPEC_SETS[:] = args.set
     if args.memory_child:
         measure_memory(args.memory_child)
         return 0

@@ -6,9 +6,10 @@ curate.dedup.confirm.PairConfirmer). Crop-window candidates (10 pHashes per imag
 bits) link similar figures into large groups whose members are mostly not copies. The keeper
 loop, which confirms the kept record against every other member, then the best of those left,
 and so on, was quadratic in such a group: x6.8 resolve CPU for x3 figures (1.0 -> 6.9 s) at
-46fdb15. A group of more than `crop.split_groups_above` records is now split first: its crop
-candidates link records only once aligned, each record's `crop.max_checks` nearest
-(curate.dedup.crops.crop_neighbours), so the keeper loop meets the members of small parts.
+46fdb15. A group of more than `split_groups_above` records is now split first: records link
+only by confirmed pairs, among its given edges and each record's `split_neighbours` nearest by
+pHash, gradient hash and crop windows (curate.dedup.imagehash.nearest_pairs), so the keeper
+loop meets the members of small parts.
 This sums the CPU of every group's call.
 
 Baseline: the same build at the smaller size. In one run this builds the demo cohort
@@ -17,10 +18,10 @@ largest candidate group, the largest part a keeper loop met after the split and 
 seconds of the resolve call; then the growth against the smallest size. Near-linear
 resolution grows like the figures; this exits non-zero when resolve grows more than twice as
 fast as the figures. The alignments a record needs grow until its nearest candidates are all
-within reach (~16), so the ratio sits above the figures' growth at these sizes (x5.1 for x3
-figures, 0.7 -> 3.8 s, after the split).
+within reach, so the ratio sits above the figures' growth at the small sizes: 0.8, 4.0 and
+9.7 s at 800, 2,400 and 4,800 articles (x5.0 for x3 figures, then x2.4 for x2).
 
-    .venv/bin/python benchmarks/bench_resolve_growth.py [--articles 800 2400]
+    .venv/bin/python benchmarks/bench_resolve_growth.py [--articles 800 2400 [4800]]
 """
 
 from __future__ import annotations

@@ -286,25 +286,25 @@ def _crowd(n: int, m: int, spread: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("nearest", [None, 1, 3])
 def test_crop_neighbours_are_exact_when_the_window_covers_the_group(nearest):
-    from curate.dedup.crops import crop_neighbours
+    from curate.dedup.imagehash import nearest_pairs
 
     hashes = _crowd(9, 3, 4, seed=1)  # 27 hashes: a window of 32 compares every pair
     usable = np.ones(len(hashes), dtype=bool)
-    i, j = crop_neighbours(hashes, usable, 6, nearest, window=32)
+    i, j = nearest_pairs(hashes, usable, 6, nearest, window=32)
     assert set(zip(i.tolist(), j.tolist())) == _brute_nearest(hashes, 6, nearest)
     usable[4] = False  # an unusable record pairs with nothing
-    i, j = crop_neighbours(hashes, usable, 6, nearest, window=32)
+    i, j = nearest_pairs(hashes, usable, 6, nearest, window=32)
     assert 4 not in set(i.tolist()) | set(j.tolist())
 
 
 def test_crop_neighbours_stay_bounded_in_a_crowd_and_keep_the_close_pairs():
     """A crowd of similar figures: ~nearest pairs a record, not one per pair of records, and a
     planted pair 1 bit apart (a crop and its original) is still found."""
-    from curate.dedup.crops import crop_neighbours
+    from curate.dedup.imagehash import nearest_pairs
 
     hashes = _crowd(3000, 10, 6, seed=2)
     hashes[2999] = hashes[17] ^ np.uint64(1 << 40)
-    i, j = crop_neighbours(hashes, np.ones(len(hashes), bool), 10, 16, window=32)
+    i, j = nearest_pairs(hashes, np.ones(len(hashes), bool), 10, 16, window=32)
     assert len(i) <= 16 * 3000
     close = _brute_nearest(hashes[:40], 10, None)
     assert len(close) > 40 * 10  # the crowd: most records are candidates of each other
@@ -313,43 +313,43 @@ def test_crop_neighbours_stay_bounded_in_a_crowd_and_keep_the_close_pairs():
 
 
 def test_splitting_every_group_changes_no_decision(planted):
-    """With every candidate group split (crop candidates aligned among each record's nearest
-    before they link), the planted crops and copies are dropped as with the exact keeper loop."""
+    """With every candidate group split (records linked only by confirmed pairs among each
+    record's nearest candidates and the given edges), the planted crops are dropped as with
+    the exact keeper loop."""
     from curate.dedup import confirm
 
     records = [p.record for p in planted]
-    exact = NearDedupConfig(image={"crop": {"split_groups_above": None}})
-    split = NearDedupConfig(image={"crop": {"split_groups_above": 1}})
+    exact = NearDedupConfig(split_groups_above=None)
+    split = NearDedupConfig(split_groups_above=1)
     calls = []
     original = confirm.PairConfirmer.linked_pairs
+
+    def counted(self, rows, given):
+        calls.append(len(rows))
+        return original(self, rows, given)
+
     try:
-        confirm.PairConfirmer.linked_pairs = lambda self, rows: (
-            calls.append(len(rows))
-            or original(  # type: ignore[method-assign]
-                self, rows
-            )
-        )
+        confirm.PairConfirmer.linked_pairs = counted  # type: ignore[method-assign]
         got = find_near_duplicates(records, split)
     finally:
         confirm.PairConfirmer.linked_pairs = original  # type: ignore[method-assign]
     assert calls  # the split path ran
     want = find_near_duplicates(records, exact)
-    assert any(d.record_id.endswith("cropped") or "crop" in d.record_id for d in want) or want
-    assert got == want
+    assert want and got == want
     assert score(planted, [d.as_tuple() for d in got])["cropped"]["recall"] >= 0.8
 
 
-def test_a_large_group_of_similar_figures_resolves_in_small_parts():
-    """Crop candidates chain 300 unrelated figures into one group: split, the keeper loop only
-    meets the members of small parts (no record is confirmed against all the others), and no
-    unrelated figure is dropped."""
-    from curate.dedup.confirm import CROP_CANDIDATE, PairConfirmer
+def test_a_large_group_of_similar_figures_resolves_in_small_parts(monkeypatch):
+    """Crop and pHash candidates chain 300 unrelated figures into one group: split, the keeper
+    loop only meets the members of small parts (no record is confirmed against all the
+    others), the pairs confirmed are a bounded number a record, and no figure is dropped."""
+    from curate.dedup import groups
+    from curate.dedup.confirm import CROP_CANDIDATE, IMAGE_REASON, PairConfirmer
     from curate.dedup.groups import Edge, resolve
 
-    config = NearDedupConfig(image={"crop": {"split_groups_above": 64}})
     hashes = _crowd(300, 10, 6, seed=3)
     rng = np.random.default_rng(4)
-    side = config.image.crop.thumb_size
+    side = NearDedupConfig().image.crop.thumb_size
     rows = [
         {
             "record_id": f"r{k:03d}",
@@ -361,16 +361,25 @@ def test_a_large_group_of_similar_figures_resolves_in_small_parts():
         }
         for k in range(300)
     ]
-    edges = [Edge(f"r{k:03d}", f"r{k + 1:03d}", CROP_CANDIDATE) for k in range(299)]
-    confirmer = PairConfirmer(rows, config)
-    seen: list[int] = []
-    original = confirmer.confirmed
-    confirmer.confirmed = lambda keep, others: seen.append(len(others)) or original(keep, others)  # type: ignore[method-assign]
-    assert resolve(edges, confirmer) == []
-    assert max(seen, default=0) < 64
-    exact = PairConfirmer(rows, NearDedupConfig(image={"crop": {"split_groups_above": None}}))
-    seen.clear()
-    exact_confirmed = exact.confirmed
-    exact.confirmed = lambda keep, others: seen.append(len(others)) or exact_confirmed(keep, others)  # type: ignore[method-assign]
-    assert resolve(edges, exact) == []
-    assert max(seen) == 299  # without the split the first kept record meets all the others
+    edges = [Edge(f"r{k:03d}", f"r{k + 1:03d}", CROP_CANDIDATE) for k in range(0, 299, 2)]
+    edges += [Edge(f"r{k:03d}", f"r{k + 1:03d}", IMAGE_REASON) for k in range(1, 299, 2)]
+    loops: list[int] = []
+    keeper_loop = groups._keeper_loop
+
+    def counted(order, confirmer, direct):
+        loops.append(len(order))
+        return keeper_loop(order, confirmer, direct)
+
+    monkeypatch.setattr(groups, "_keeper_loop", counted)
+    split = PairConfirmer(rows, NearDedupConfig(split_groups_above=64))
+    checked: list[int] = []
+    pairs_confirmed = split.pairs_confirmed
+    split.pairs_confirmed = lambda a, b, crops: (
+        checked.append(len(a)) or pairs_confirmed(a, b, crops)
+    )  # type: ignore[method-assign]
+    assert resolve(edges, split) == []
+    assert max(loops, default=0) < 64
+    assert sum(checked) <= 300 * (2 * 16 + 1)  # the nearest by pHash and gradient, and the edges
+    loops.clear()
+    assert resolve(edges, PairConfirmer(rows, NearDedupConfig(split_groups_above=None))) == []
+    assert loops == [300]  # without the split the keeper loop meets the whole group

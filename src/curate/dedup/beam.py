@@ -45,6 +45,7 @@ from curate.dedup.caption_lsh import (
     signature_packs,
     verify_candidates,
 )
+from curate.dedup.components import ComponentLabels, RouteToGroups
 from curate.dedup.config import NearDedupConfig, SemanticDedupConfig, TextNearConfig
 from curate.dedup.confirm import CROP_CANDIDATE, IMAGE_REASON, PairConfirmer
 from curate.dedup.crops import crop_members
@@ -111,37 +112,42 @@ class ConfirmedGroups(beam.PTransform):
     """{"edges": candidate edges, "rows": sidecar rows} -> decisions, one call per candidate
     group on the workers.
 
-    Only record ids go to the one call that finds the groups (`component_keys`: union-find over
-    the edges' ids, linear); its labels are a side input that routes each edge and each
-    involved record's row to its group, so rows are shuffled once, only for records in some
-    group, and no step holds every row. Each group is resolved with its own rows
-    (`_resolve_confirmed`): groups resolve in parallel. A large group is split inside its call
-    (`groups.resolve`: crop candidates link only once aligned, a bounded number a record), so
-    its CPU grows linearly (benchmarks/bench_resolve_growth.py), but it is still one call that
+    The groups are labelled from the edges' record ids only: by one union-find call whose
+    labels are a side input that routes each edge and each involved record's row to its group
+    (`group_labels: one_process`: rows are shuffled once, only for records in some group), or
+    on the workers (`distributed`: curate.dedup.components, no step holds every label; rows
+    are joined to their labels, one more shuffle). Each group is resolved with its own rows
+    (`_resolve_confirmed`): groups resolve in parallel, and a large group is split inside its
+    call (`groups.resolve`: records link only by confirmed pairs, a bounded number a record),
+    so its CPU grows linearly (benchmarks/bench_resolve_growth.py); it is still one call that
     holds its members' rows."""
 
-    def __init__(self, config: NearDedupConfig, shuffle_label: str) -> None:
+    def __init__(self, config: NearDedupConfig, shuffle_prefix: str) -> None:
         super().__init__()
         self.config = config
-        self.shuffle_label = shuffle_label
+        self.shuffle_prefix = shuffle_prefix
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         edges, rows, config = inputs["edges"], inputs["rows"], self.config
-        component = beam.pvalue.AsDict(
-            edges
-            | "EdgeIds" >> beam.Map(_edge_ids)
-            | "AllEdgeIds" >> beam.combiners.ToList()
-            | "ComponentKeys" >> beam.FlatMap(component_keys)
-        )
-        return (
-            {
+        ids = edges | "EdgeIds" >> beam.Map(_edge_ids)
+        prefix = self.shuffle_prefix
+        if config.group_labels == "distributed":
+            labels = ids | "ComponentLabels" >> ComponentLabels(config.label_rounds, prefix)
+            members = {"labels": labels, "rows": rows, "edges": edges} | "Route" >> RouteToGroups(
+                f"{prefix}_confirm_groups", f"{prefix}_group_labels"
+            )
+        else:
+            component = beam.pvalue.AsDict(
+                ids
+                | "AllEdgeIds" >> beam.combiners.ToList()
+                | "ComponentKeys" >> beam.FlatMap(component_keys)
+            )
+            members = {
                 "edges": edges | "EdgeGroups" >> beam.FlatMap(_in_group, component, lambda e: e.a),
                 "rows": rows
                 | "RowGroups" >> beam.FlatMap(_in_group, component, lambda r: str(r["record_id"])),
-            }
-            | "GroupMembers" >> MeasuredCoGroupByKey(self.shuffle_label)
-            | "ResolveGroup" >> beam.FlatMap(lambda kv: _resolve_group(kv[1], config))
-        )
+            } | "GroupMembers" >> MeasuredCoGroupByKey(f"{prefix}_confirm_groups")
+        return members | "ResolveGroup" >> beam.FlatMap(lambda kv: _resolve_group(kv[1], config))
 
 
 class SemanticEdges(beam.PTransform):
@@ -485,5 +491,5 @@ class NearDuplicates(beam.PTransform):
                 | "ResolveGroups" >> beam.FlatMap(_resolve_all)
             )
         return {"edges": edges, "rows": rows} | "ResolveGroups" >> ConfirmedGroups(
-            config, f"{self.shuffle_prefix}_confirm_groups"
+            config, self.shuffle_prefix
         )

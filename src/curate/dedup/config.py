@@ -38,12 +38,6 @@ class CropNearConfig(BaseModel):
     # a kept record is aligned against at most this many of its crop candidates, the nearest by
     # pHash distance (None: all); bounds the work where similar figures crowd a group
     max_checks: int | None = Field(default=16, ge=1)
-    # a candidate group of more records than this is split before its keeper loop: its crop
-    # candidates link records only once aligned (each record's `max_checks` nearest, found
-    # among `neighbour_window` sorted hashes: curate.dedup.crops.crop_neighbours), its other
-    # edges as given; None: never split (the keeper loop meets every member of the group)
-    split_groups_above: int | None = Field(default=256, ge=1)
-    neighbour_window: int = Field(default=32, ge=1)
     thumb_size: int = Field(default=96, ge=32, le=128)
     max_cut: float = Field(default=0.1, ge=0.0, lt=0.5)
     step: float = Field(default=0.025, gt=0.0)
@@ -159,6 +153,20 @@ class NearDedupConfig(RuleBacked):
     image: ImageNearConfig = Field(default_factory=ImageNearConfig)
     caption: TextNearConfig = Field(default_factory=TextNearConfig)
     keep: Literal["lowest_record_id", "highest_resolution"] = "highest_resolution"
+    # how Beam labels the candidate groups (curate.dedup.components): "one_process" takes every
+    # candidate edge's ids in one call and broadcasts the labels to the workers; "distributed"
+    # finds the groups on the workers (`label_rounds` star rounds, then a union-find over the
+    # labels of unfinished groups only) and routes rows by joins, one more shuffle of them
+    group_labels: Literal["one_process", "distributed"] = "one_process"
+    label_rounds: int = Field(default=4, ge=0)
+    # a candidate group of more records than this is split before its keeper loop: records
+    # link only by confirmed pairs, among each record's `split_neighbours` nearest by pHash,
+    # by gradient hash and by crop windows (found among `split_window` sorted hashes:
+    # curate.dedup.imagehash.nearest_pairs) and its given caption and image edges; None: never
+    # split (the keeper loop meets every member of the group)
+    split_groups_above: int | None = Field(default=256, ge=1)
+    split_neighbours: int = Field(default=16, ge=1)
+    split_window: int = Field(default=32, ge=1)
 
 
 # ---- semantic duplicates ---------------------------------------------------------------------

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from curate.dedup.config import CropNearConfig, NearDedupConfig, TextNearConfig
-from curate.dedup.crops import CropAligner, crop_neighbours
-from curate.dedup.imagehash import popcount64, popcount_inplace
+from curate.dedup.config import NearDedupConfig, TextNearConfig
+from curate.dedup.crops import CropRows
+from curate.dedup.imagehash import nearest_pairs, popcount64
 
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
@@ -192,119 +192,6 @@ class _GradientRows:
         return self.values[rows]
 
 
-class _CropRows:
-    """The crop columns of the rows (curate.dedup.crops): is one image a border crop of the
-    other? Centre/full pHashes within `crop.max_hamming` and the best crop-box alignment of the
-    larger image's thumbnail correlating >= `crop.gradient_min` with the smaller's."""
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]], config: CropNearConfig) -> None:
-        self.config = config
-        self.aligner = CropAligner(config)
-        size = config.thumb_size * config.thumb_size
-        # full then window pHashes, one row per record (a shorter list is padded with its own
-        # full hash, which changes no minimum distance)
-        lists: list[list[int]] = []
-        for r in rows:
-            crop, full = r.get("crop_hashes"), r.get("image_hash")
-            if crop is None or not len(crop) or full is None:
-                lists.append([])
-            else:
-                lists.append([int(full), *(int(h) for h in crop)])
-        width = max((len(h) for h in lists), default=0)
-        self.hashes = np.zeros((len(rows), max(width, 1)), dtype=np.uint64)
-        for i, values in enumerate(lists):
-            if values:
-                self.hashes[i] = values + [values[0]] * (width - len(values))
-        self.thumbs = [
-            t if t is not None and len(t) == size else None
-            for t in (r.get("crop_thumb") for r in rows)
-        ]
-        self.usable = np.array(
-            [bool(h) and t is not None for h, t in zip(lists, self.thumbs)], dtype=bool
-        )
-        self.pixels = np.array([int(r.get("pixels") or 0) for r in rows], dtype=np.int64)
-        # width / height of each decoded image; NaN where unknown
-        self.aspects = np.array([float(r.get("aspect") or np.nan) for r in rows])
-
-    def _ratio(self, big: int, small: int) -> float | None:
-        if self.config.aspect_tolerance is None:
-            return None
-        a, b = float(self.aspects[big]), float(self.aspects[small])
-        return b / a if np.isfinite(a) and np.isfinite(b) else None
-
-    def distances(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Fewest differing bits between any full or window pHash of `k` and each of `idx`'s
-        (vectorised over `idx`); 65 where the pair cannot be a crop: either unusable, or, with
-        `skip_same_shape`, both of one width and height (cutting a border changes the size)."""
-        out = np.full(len(idx), 65, dtype=np.int64)
-        possible = self.usable[idx] & self.usable[k]
-        possible &= self._shape_allows(np.full(len(idx), k), idx)
-        left = np.flatnonzero(possible)
-        if len(left):
-            hashes = self.hashes[idx[left]]
-            bits = popcount_inplace(hashes[:, :, None] ^ self.hashes[k][None, None, :])
-            out[left] = bits.min(axis=(1, 2))
-        return out
-
-    def _shape_allows(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Whether each pair may be a crop: with `skip_same_shape`, not two images of one
-        width, height and aspect (cutting a border changes the size)."""
-        if not self.config.skip_same_shape:
-            return np.ones(len(a), dtype=bool)
-        aspect_a, aspect_b = self.aspects[a], self.aspects[b]
-        same_aspect = (aspect_a == aspect_b) | (np.isnan(aspect_a) & np.isnan(aspect_b))
-        return ~((self.pixels[a] == self.pixels[b]) & same_aspect)
-
-    def aligned_neighbours(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index pairs (into `rows`) of crop copies among the rows: each record's `max_checks`
-        nearest crop candidates (`crop_neighbours`), aligned. Linear in the rows: the work of
-        a large group of similar figures, where comparing every member with every other is
-        what made it quadratic."""
-        config = self.config
-        i, j = crop_neighbours(
-            self.hashes[rows],
-            self.usable[rows],
-            config.max_hamming,
-            config.max_checks,
-            config.neighbour_window,
-        )
-        possible = self._shape_allows(rows[i], rows[j])
-        i, j = i[possible], j[possible]
-        # the larger image's prefilter windows are cached: align pairs grouped by it
-        larger = np.where(self.pixels[rows[i]] >= self.pixels[rows[j]], i, j)
-        order = np.argsort(larger, kind="stable")
-        i, j = i[order], j[order]
-        ok = np.array([self.aligned(int(rows[a]), int(rows[b])) for a, b in zip(i, j)], bool)
-        return i[ok], j[ok]
-
-    def aligned(self, a: int, b: int) -> bool:
-        """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
-        may be the crop)."""
-        order = [(a, b)] if self.pixels[a] > self.pixels[b] else [(b, a)]
-        if self.pixels[a] == self.pixels[b]:
-            order.append((a, b))
-        return any(
-            self.aligner.score(
-                self.thumbs[big] or b"", self.thumbs[small] or b"", self._ratio(big, small)
-            )
-            >= self.config.gradient_min
-            for big, small in order
-        )
-
-    def crops_of(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Whether each of `idx` is a crop copy of `k` (or `k` of it). With `max_checks`, only
-        that many candidates are aligned, the nearest by pHash distance (ties in `idx` order)."""
-        distance = self.distances(k, idx)
-        chosen = np.flatnonzero(distance <= self.config.max_hamming)
-        limit = self.config.max_checks
-        if limit is not None and len(chosen) > limit:
-            chosen = chosen[np.argsort(distance[chosen], kind="stable")[:limit]]
-        out = np.zeros(len(idx), dtype=bool)
-        for j in chosen.tolist():
-            out[j] = self.aligned(k, int(idx[j]))
-        return out
-
-
 class PairConfirmer:
     """Confirms candidate pairs from compact rows (the near sidecar's columns: record_id,
     image_hash, confirm_hash, thumb, signature, cues, figure_key; missing columns are None).
@@ -313,7 +200,7 @@ class PairConfirmer:
     (image evidence first) or None."""
 
     handles = CONFIRMED_REASONS
-    proposals = frozenset({CROP_CANDIDATE})  # replaced by `linked_pairs` in a large group
+    proposals = CONFIRMED_REASONS  # in a large group: confirmed pairs only (`linked_pairs`)
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], config: NearDedupConfig) -> None:
         self.config = config
@@ -345,7 +232,7 @@ class PairConfirmer:
                 self.sigs[i] = np.asarray(s, dtype=np.uint32)
             else:
                 self.has_sig[i] = False
-        self.crops = _CropRows(rows, image.crop) if image.crop.enabled else None
+        self.crops = CropRows(rows, image.crop) if image.crop.enabled else None
         figures = [r.get("figure_key") for r in rows]
         codes = {f: k for k, f in enumerate(sorted({f for f in figures if f}), start=1)}
         self.figure = np.array([codes.get(f, 0) if f else 0 for f in figures], dtype=np.int64)
@@ -356,8 +243,8 @@ class PairConfirmer:
     def _gradient(self, k: int, idx: np.ndarray) -> np.ndarray:
         return self.grads[idx] @ self.grads[k]
 
-    def image_pairs(self, k: int, idx: np.ndarray) -> np.ndarray:
-        """Whether each of `idx` is an image copy of `k`."""
+    def image_pairs(self, k: int, idx: np.ndarray, crops: bool = True) -> np.ndarray:
+        """Whether each of `idx` is an image copy of `k` (`crops`: or a crop copy)."""
         image = self.config.image
         ok = self.has_image[idx] & self.has_image[k]
         close = popcount64(self.phash[idx] ^ self.phash[k]) <= image.max_hamming
@@ -381,7 +268,7 @@ class PairConfirmer:
             ok &= ~self.has_thumb[idx] | passed
         else:
             ok &= ~overrule  # the gradient hash proposes only where thumbnails can confirm
-        if self.crops is not None:
+        if self.crops is not None and crops:
             rest = ~ok & self.has_image[idx] & self.has_image[k]
             if rest.any():
                 ok[rest] = self.crops.crops_of(k, idx[rest])
@@ -437,27 +324,63 @@ class PairConfirmer:
     @property
     def split_above(self) -> int | None:
         """Candidate groups of more records than this are split (`linked_pairs`)."""
-        return self.crops.config.split_groups_above if self.crops is not None else None
+        return self.config.split_groups_above
 
-    def linked_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index pairs (into `rows`) that link records of a large group in place of its crop
-        candidate edges (`PROPOSALS`): aligned crop copies among each record's nearest."""
-        if self.crops is None or not self.config.image.enabled:
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty
+    def pairs_confirmed(
+        self, first: np.ndarray, second: np.ndarray, crops: bool = True
+    ) -> np.ndarray:
+        """Whether each pair of rows (first[k], second[k]) is a confirmed duplicate (one
+        vectorised call per distinct first row; `crops`: a crop copy counts)."""
+        ok = np.zeros(len(first), dtype=bool)
+        order = np.argsort(first, kind="stable")
+        starts = np.flatnonzero(np.r_[True, first[order][1:] != first[order][:-1]])
+        for run in np.split(order, starts[1:]) if len(order) else []:
+            for j, _ in self.confirmed(int(first[run[0]]), second[run], crops):
+                ok[run[j]] = True
+        return ok
+
+    def linked_pairs(
+        self, rows: np.ndarray, given: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs (into `rows`, row positions, -1 unknown) that link the records of a
+        large group in place of its candidate edges: the `given` edges' pairs (index pairs
+        into `rows`) and each record's nearest by pHash, by gradient hash and by crop windows
+        (`nearest_pairs`), those confirmed (crops: aligned)."""
+        config, image = self.config, self.config.image
+        nearest, window = config.split_neighbours, config.split_window
         known = np.flatnonzero(rows >= 0)
-        i, j = self.crops.aligned_neighbours(rows[known])
-        return known[i], known[j]
+        at = rows[known]
+        firsts, seconds = [given[0]], [given[1]]
+        if image.enabled:
+            searches = [(self.phash, self.has_image, image.max_hamming)]
+            if image.gradient_hash_max is not None:
+                searches.append(
+                    (self.ghash, self.has_ghash & self.has_image, image.gradient_hash_max)
+                )
+            for values, usable, limit in searches:
+                i, j = nearest_pairs(values[at][:, None], usable[at], limit, nearest, window)
+                firsts.append(known[i])
+                seconds.append(known[j])
+        first, second = np.concatenate(firsts), np.concatenate(seconds)
+        both = (rows[first] >= 0) & (rows[second] >= 0) & (first != second)
+        first, second = first[both], second[both]
+        # crops are aligned among the nearest by crop windows below, not again here
+        ok = self.pairs_confirmed(rows[first], rows[second], crops=False)
+        first, second = first[ok], second[ok]
+        if self.crops is not None and image.enabled:
+            i, j = self.crops.aligned_neighbours(at, nearest, window)
+            first, second = np.r_[first, known[i]], np.r_[second, known[j]]
+        return first, second
 
     def positions(self, record_ids: Sequence[str]) -> np.ndarray:
         index = self.index
         return np.fromiter((index.get(r, -1) for r in record_ids), np.int64, len(record_ids))
 
-    def confirmed(self, keep: int, others: np.ndarray) -> list[tuple[int, str]]:
+    def confirmed(self, keep: int, others: np.ndarray, crops: bool = True) -> list[tuple[int, str]]:
         """`(index into others, reason)` of the rows of `others` that duplicate row `keep`
         (image evidence first)."""
         image_on = self.config.image.enabled
-        image = self.image_pairs(keep, others) if image_on else np.zeros(len(others), bool)
+        image = self.image_pairs(keep, others, crops) if image_on else np.zeros(len(others), bool)
         caption = self.caption_pairs(keep, others) & ~image
         return [(j, IMAGE_REASON) for j in np.flatnonzero(image).tolist()] + [
             (j, CAPTION_REASON) for j in np.flatnonzero(caption).tolist()

@@ -21,14 +21,21 @@ keeps neither its pHash nor its aligned thumbnail, so it needs signals of its ow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from curate.dedup.config import CropNearConfig
-from curate.dedup.imagehash import _resize, dct_matrix, popcount_inplace, thumbnail_pixels
+from curate.dedup.imagehash import (
+    _resize,
+    dct_matrix,
+    nearest_pairs,
+    popcount_inplace,
+    thumbnail_pixels,
+)
 
 # side of the aligned windows compared: area weights straight to 16x16 equal 32x32 windows
 # averaged 2x2 (the coarse check of curate.dedup.confirm), at a quarter of the work
@@ -39,6 +46,8 @@ _PREFILTER = 8
 # larger one is split, and its pairs aligned grouped by the larger image) meets each in turn,
 # as the larger and as the smaller image (256 x ~21 KB of float32 windows at most)
 _PREFILTER_CACHE = 256
+# their 8x8 targets (as the smaller image) are 256 bytes: kept for a whole large group
+_TARGET_CACHE = 16384
 
 
 # windows are hashed from the image reduced to at most this many pixels a side (a 32x32 pHash
@@ -105,11 +114,13 @@ def _cached_weights(n: int, m: int, lo: float, hi: float) -> np.ndarray:
     return weights
 
 
-def _memo(cache: dict[bytes, np.ndarray], key: bytes, make: Callable[[], np.ndarray]) -> np.ndarray:
-    """`cache[key]`, made by `make()` when missing (the cache is emptied when full)."""
+def _memo(
+    cache: dict[bytes, np.ndarray], key: bytes, make: Callable[[], np.ndarray], limit: int
+) -> np.ndarray:
+    """`cache[key]`, made by `make()` when missing (the cache is emptied at `limit` items)."""
     value = cache.get(key)
     if value is None:
-        if len(cache) >= _PREFILTER_CACHE:
+        if len(cache) >= limit:
             cache.clear()
         value = cache[key] = make()
     return value
@@ -218,14 +229,14 @@ class CropAligner:
             cut = _box_windows(self._coarse_grid, self._pixels(thumb), self._coarse_grid)
             return _unit_rows(cut.reshape(-1, _PREFILTER * _PREFILTER)).astype(np.float32)
 
-        return _memo(self._windows_cache, thumb, windows)
+        return _memo(self._windows_cache, thumb, windows, _PREFILTER_CACHE)
 
     def _coarse_target(self, thumb: bytes) -> np.ndarray:
         def target() -> np.ndarray:
             pixels = self._coarse_whole @ self._pixels(thumb) @ self._coarse_whole.T
             return _unit_rows(pixels.ravel()).astype(np.float32)
 
-        return _memo(self._target_cache, thumb, target)
+        return _memo(self._target_cache, thumb, target, _TARGET_CACHE)
 
     def _scores(
         self,
@@ -283,6 +294,114 @@ class CropAligner:
         return max(best, float(fine.max()))
 
 
+class CropRows:
+    """The crop columns of the rows (curate.dedup.crops): is one image a border crop of the
+    other? Centre/full pHashes within `crop.max_hamming` and the best crop-box alignment of the
+    larger image's thumbnail correlating >= `crop.gradient_min` with the smaller's."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], config: CropNearConfig) -> None:
+        self.config = config
+        self.aligner = CropAligner(config)
+        size = config.thumb_size * config.thumb_size
+        # full then window pHashes, one row per record (a shorter list is padded with its own
+        # full hash, which changes no minimum distance)
+        lists: list[list[int]] = []
+        for r in rows:
+            crop, full = r.get("crop_hashes"), r.get("image_hash")
+            if crop is None or not len(crop) or full is None:
+                lists.append([])
+            else:
+                lists.append([int(full), *(int(h) for h in crop)])
+        width = max((len(h) for h in lists), default=0)
+        self.hashes = np.zeros((len(rows), max(width, 1)), dtype=np.uint64)
+        for i, values in enumerate(lists):
+            if values:
+                self.hashes[i] = values + [values[0]] * (width - len(values))
+        self.thumbs = [
+            t if t is not None and len(t) == size else None
+            for t in (r.get("crop_thumb") for r in rows)
+        ]
+        self.usable = np.array(
+            [bool(h) and t is not None for h, t in zip(lists, self.thumbs)], dtype=bool
+        )
+        self.pixels = np.array([int(r.get("pixels") or 0) for r in rows], dtype=np.int64)
+        # width / height of each decoded image; NaN where unknown
+        self.aspects = np.array([float(r.get("aspect") or np.nan) for r in rows])
+
+    def _ratio(self, big: int, small: int) -> float | None:
+        if self.config.aspect_tolerance is None:
+            return None
+        a, b = float(self.aspects[big]), float(self.aspects[small])
+        return b / a if np.isfinite(a) and np.isfinite(b) else None
+
+    def distances(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Fewest differing bits between any full or window pHash of `k` and each of `idx`'s
+        (vectorised over `idx`); 65 where the pair cannot be a crop: either unusable, or, with
+        `skip_same_shape`, both of one width and height (cutting a border changes the size)."""
+        out = np.full(len(idx), 65, dtype=np.int64)
+        possible = self.usable[idx] & self.usable[k]
+        possible &= self._shape_allows(np.full(len(idx), k), idx)
+        left = np.flatnonzero(possible)
+        if len(left):
+            hashes = self.hashes[idx[left]]
+            bits = popcount_inplace(hashes[:, :, None] ^ self.hashes[k][None, None, :])
+            out[left] = bits.min(axis=(1, 2))
+        return out
+
+    def _shape_allows(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether each pair may be a crop: with `skip_same_shape`, not two images of one
+        width, height and aspect (cutting a border changes the size)."""
+        if not self.config.skip_same_shape:
+            return np.ones(len(a), dtype=bool)
+        aspect_a, aspect_b = self.aspects[a], self.aspects[b]
+        same_aspect = (aspect_a == aspect_b) | (np.isnan(aspect_a) & np.isnan(aspect_b))
+        return ~((self.pixels[a] == self.pixels[b]) & same_aspect)
+
+    def aligned_neighbours(
+        self, rows: np.ndarray, nearest: int, window: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Index pairs (into `rows`) of crop copies among the rows: each record's `nearest`
+        crop candidates (`nearest_pairs`), aligned."""
+        i, j = nearest_pairs(
+            self.hashes[rows], self.usable[rows], self.config.max_hamming, nearest, window
+        )
+        possible = self._shape_allows(rows[i], rows[j])
+        i, j = i[possible], j[possible]
+        # the larger image's prefilter windows are cached: align pairs grouped by it
+        larger = np.where(self.pixels[rows[i]] >= self.pixels[rows[j]], i, j)
+        order = np.argsort(larger, kind="stable")
+        i, j = i[order], j[order]
+        ok = np.array([self.aligned(int(rows[a]), int(rows[b])) for a, b in zip(i, j)], bool)
+        return i[ok], j[ok]
+
+    def aligned(self, a: int, b: int) -> bool:
+        """The best crop box of the larger thumbnail reaches `gradient_min` (equal sizes: either
+        may be the crop)."""
+        order = [(a, b)] if self.pixels[a] > self.pixels[b] else [(b, a)]
+        if self.pixels[a] == self.pixels[b]:
+            order.append((a, b))
+        return any(
+            self.aligner.score(
+                self.thumbs[big] or b"", self.thumbs[small] or b"", self._ratio(big, small)
+            )
+            >= self.config.gradient_min
+            for big, small in order
+        )
+
+    def crops_of(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Whether each of `idx` is a crop copy of `k` (or `k` of it). With `max_checks`, only
+        that many candidates are aligned, the nearest by pHash distance (ties in `idx` order)."""
+        distance = self.distances(k, idx)
+        chosen = np.flatnonzero(distance <= self.config.max_hamming)
+        limit = self.config.max_checks
+        if limit is not None and len(chosen) > limit:
+            chosen = chosen[np.argsort(distance[chosen], kind="stable")[:limit]]
+        out = np.zeros(len(idx), dtype=bool)
+        for j in chosen.tolist():
+            out[j] = self.aligned(k, int(idx[j]))
+        return out
+
+
 def crop_members(
     record_id: str,
     image_hash: int | None,
@@ -293,74 +412,6 @@ def crop_members(
     if image_hash is None or not crop_hashes:
         return []
     return [(record_id, int(h), rank, None) for h in (image_hash, *crop_hashes)]
-
-
-# bit rotations of the sorted passes of `crop_neighbours`: each brings one 16-bit quarter of
-# the hash to the front, and a pair within a few bits agrees on at least one whole quarter
-_NEIGHBOUR_ROTATIONS = (0, 16, 32, 48)
-
-
-def _rotated(values: np.ndarray, bits: int) -> np.ndarray:
-    if not bits:
-        return values
-    return (values << np.uint64(bits)) | (values >> np.uint64(64 - bits))
-
-
-def crop_neighbours(
-    hashes: np.ndarray,
-    usable: np.ndarray,
-    max_hamming: int,
-    nearest: int | None,
-    window: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Crop candidate pairs (i, j), i < j, of the records whose full and window pHashes are the
-    rows of `hashes` (n x m; only `usable` rows): each record's `nearest` partners (all when
-    None) by their fewest differing bits, among those within `max_hamming`.
-
-    Bounded work whatever the density: every hash is sorted four times (each 16-bit quarter
-    of it brought to the front) and compared with the `window` hashes after it, so a group of
-    similar figures costs ~4 x window comparisons a hash, not one per pair of records. A pair
-    that shares a quarter and has fewer than `window` hashes sorted between them is always
-    found (every pair when a group holds at most `window` + 1 hashes); in a crowd of similar
-    hashes some farther pairs are not, as `nearest` would drop them anyway."""
-    rows = np.flatnonzero(usable)
-    width = hashes.shape[1] if hashes.ndim == 2 else 0
-    empty = np.empty(0, dtype=np.int64)
-    if len(rows) < 2 or not width:
-        return empty, empty
-    owner = np.repeat(rows, width)
-    values = hashes[rows].reshape(-1)
-    # one entry per distinct hash of a record (short hash lists are padded with repeats)
-    distinct = np.unique(np.stack([owner.astype(np.uint64), values]), axis=1)
-    owner, values = distinct[0].astype(np.int64), distinct[1]
-    firsts, seconds, bits = [], [], []
-    for rotation in _NEIGHBOUR_ROTATIONS:
-        order = np.argsort(_rotated(values, rotation), kind="stable")
-        sorted_values, sorted_owner = values[order], owner[order]
-        for offset in range(1, min(window, len(order) - 1) + 1):
-            distance = popcount_inplace(sorted_values[:-offset] ^ sorted_values[offset:])
-            hit = (distance <= max_hamming) & (sorted_owner[:-offset] != sorted_owner[offset:])
-            firsts.append(sorted_owner[:-offset][hit])
-            seconds.append(sorted_owner[offset:][hit])
-            bits.append(distance[hit])
-    a, b, d = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(bits)
-    if not len(a):
-        return empty, empty
-    # each record's partners, nearest first (a pair seen twice keeps its fewest bits)
-    source, target = np.r_[a, b], np.r_[b, a]
-    distance = np.r_[d, d].astype(np.int64)
-    order = np.lexsort((distance, target, source))
-    source, target, distance = source[order], target[order], distance[order]
-    first = np.r_[True, (source[1:] != source[:-1]) | (target[1:] != target[:-1])]
-    source, target, distance = source[first], target[first], distance[first]
-    if nearest is not None:
-        order = np.lexsort((target, distance, source))
-        source, target = source[order], target[order]
-        start = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
-        place = np.arange(len(source)) - np.repeat(start, np.diff(np.r_[start, len(source)]))
-        source, target = source[place < nearest], target[place < nearest]
-    pairs = np.unique(np.stack([np.minimum(source, target), np.maximum(source, target)]), axis=1)
-    return pairs[0], pairs[1]
 
 
 def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
@@ -375,9 +426,9 @@ def min_crop_distance(hashes_a: Iterable[int], hashes_b: Iterable[int]) -> int:
 
 __all__ = [
     "CropAligner",
+    "CropRows",
     "box_weights",
     "crop_members",
-    "crop_neighbours",
     "crop_signals",
     "min_crop_distance",
     "window_phashes",

@@ -106,9 +106,12 @@ class SplittingConfirmer(Confirmer, Protocol):
     proposals: frozenset[str]
     split_above: int | None
 
-    def linked_pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def linked_pairs(
+        self, rows: np.ndarray, given: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Index pairs into `rows` (row positions, -1 for unknown records) that stand for the
-        `proposals` edges of a large group: pairs it has confirmed already."""
+        `proposals` edges of a large group (`given`: theirs, as index pairs into `rows`):
+        pairs it has confirmed."""
         ...
 
 
@@ -146,7 +149,8 @@ def _split_large_groups(
     groups: list[list[str]], edges: list[Edge], confirmer: SplittingConfirmer
 ) -> list[list[str]]:
     """Groups of more than `confirmer.split_above` records, split into the records linked by
-    their edges other than `confirmer.proposals` and by `confirmer.linked_pairs`.
+    their edges other than `confirmer.proposals` and by the pairs `confirmer.linked_pairs`
+    confirms (among the proposals and each record's nearest candidates).
 
     Candidate edges that link many similar but different records (crop windows of similar
     figures) make one large group whose members are mostly not copies: its keeper loop meets
@@ -160,12 +164,21 @@ def _split_large_groups(
     for edge in edges:
         if edge.reason not in confirmer.proposals:
             firm.union(edge.a, edge.b)
+    proposed: dict[str, list[Edge]] = defaultdict(list)  # the proposals, by their first record
+    for edge in edges:
+        if edge.reason in confirmer.proposals:
+            proposed[edge.a].append(edge)
     out: list[list[str]] = []
     for members in groups:
         if len(members) <= limit:
             out.append(members)
             continue
-        first, second = confirmer.linked_pairs(confirmer.positions(members))
+        at = {rid: i for i, rid in enumerate(members)}
+        given = [(at[e.a], at[e.b]) for rid in members for e in proposed.get(rid, ())]
+        pairs = np.array(given, dtype=np.int64).reshape(-1, 2)
+        first, second = confirmer.linked_pairs(
+            confirmer.positions(members), (pairs[:, 0], pairs[:, 1])
+        )
         for i, j in zip(first.tolist(), second.tolist()):
             firm.union(members[i], members[j])
         parts: dict[str, list[str]] = defaultdict(list)

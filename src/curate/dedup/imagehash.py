@@ -239,3 +239,72 @@ def hash_blocks(value: int, blocks: int) -> list[tuple[int, int]]:
         lo, hi = int(bounds[index]), int(bounds[index + 1])
         out.append((index, (value >> lo) & ((1 << (hi - lo)) - 1)))
     return out
+
+
+# bit rotations of the sorted passes of `nearest_pairs`: each brings one 16-bit quarter of
+# the hash to the front, and a pair within a few bits agrees on at least one whole quarter
+_NEIGHBOUR_ROTATIONS = (0, 16, 32, 48)
+
+
+def _rotated(values: np.ndarray, bits: int) -> np.ndarray:
+    if not bits:
+        return values
+    return (values << np.uint64(bits)) | (values >> np.uint64(64 - bits))
+
+
+def nearest_pairs(
+    hashes: np.ndarray,
+    usable: np.ndarray,
+    max_hamming: int,
+    nearest: int | None,
+    window: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (i, j), i < j, of the records whose hashes are the rows of `hashes`
+    (n x m: a pHash, or a full pHash and its crop windows; only `usable` rows): each record's
+    `nearest` partners (all when None) by their fewest differing bits, among those within
+    `max_hamming`.
+
+    Bounded work whatever the density: every hash is sorted four times (each 16-bit quarter
+    of it brought to the front) and compared with the `window` hashes after it, so a group of
+    similar figures costs ~4 x window comparisons a hash, not one per pair of records. A pair
+    that shares a quarter and has fewer than `window` hashes sorted between them is always
+    found (every pair when a group holds at most `window` + 1 hashes); in a crowd of similar
+    hashes some farther pairs are not, as `nearest` would drop them anyway."""
+    rows = np.flatnonzero(usable)
+    width = hashes.shape[1] if hashes.ndim == 2 else 0
+    empty = np.empty(0, dtype=np.int64)
+    if len(rows) < 2 or not width:
+        return empty, empty
+    owner = np.repeat(rows, width)
+    values = hashes[rows].reshape(-1)
+    # one entry per distinct hash of a record (short hash lists are padded with repeats)
+    distinct = np.unique(np.stack([owner.astype(np.uint64), values]), axis=1)
+    owner, values = distinct[0].astype(np.int64), distinct[1]
+    firsts, seconds, bits = [], [], []
+    for rotation in _NEIGHBOUR_ROTATIONS:
+        order = np.argsort(_rotated(values, rotation), kind="stable")
+        sorted_values, sorted_owner = values[order], owner[order]
+        for offset in range(1, min(window, len(order) - 1) + 1):
+            distance = popcount_inplace(sorted_values[:-offset] ^ sorted_values[offset:])
+            hit = (distance <= max_hamming) & (sorted_owner[:-offset] != sorted_owner[offset:])
+            firsts.append(sorted_owner[:-offset][hit])
+            seconds.append(sorted_owner[offset:][hit])
+            bits.append(distance[hit])
+    a, b, d = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(bits)
+    if not len(a):
+        return empty, empty
+    # each record's partners, nearest first (a pair seen twice keeps its fewest bits)
+    source, target = np.r_[a, b], np.r_[b, a]
+    distance = np.r_[d, d].astype(np.int64)
+    order = np.lexsort((distance, target, source))
+    source, target, distance = source[order], target[order], distance[order]
+    first = np.r_[True, (source[1:] != source[:-1]) | (target[1:] != target[:-1])]
+    source, target, distance = source[first], target[first], distance[first]
+    if nearest is not None:
+        order = np.lexsort((target, distance, source))
+        source, target = source[order], target[order]
+        start = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+        place = np.arange(len(source)) - np.repeat(start, np.diff(np.r_[start, len(source)]))
+        source, target = source[place < nearest], target[place < nearest]
+    pairs = np.unique(np.stack([np.minimum(source, target), np.maximum(source, target)]), axis=1)
+    return pairs[0], pairs[1]
