@@ -152,9 +152,9 @@ def _split_large_groups(
     their edges other than `confirmer.proposals` and by the pairs `confirmer.linked_pairs`
     confirms (among the proposals and each record's nearest candidates).
 
-    Candidate edges that link many similar but different records (crop windows of similar
-    figures) make one large group whose members are mostly not copies: its keeper loop meets
-    every member with every other, quadratic in the group. Confirming a bounded number of
+    Candidate edges that link many similar but different records (crop windows, pHashes and
+    captions of similar figures) make one large group whose members are mostly not copies:
+    its keeper loop meets every member with every other, quadratic in the group. Confirming a bounded number of
     candidates a record first, and linking only those, keeps the parts small; a member is
     still dropped only when confirmed against its part's kept record."""
     limit = confirmer.split_above
