@@ -64,19 +64,21 @@ def lowest_label(item: tuple[str, Iterable[str]]) -> tuple[str, str]:
     return node, min(set(neighbours) | {node})
 
 
+def _label(joined: dict[str, list]) -> str | None:
+    """The one label a joined node has (None: the node is in no candidate group)."""
+    labels = joined["label"]
+    return labels[0] if labels else None
+
+
 def _label_of_first_end(item: tuple[str, dict[str, list]]) -> list[tuple[str, str]]:
     """(far end, label of this end) for each edge leaving a labelled node."""
-    _, joined = item
-    labels = joined["label"]
-    return [(far, labels[0]) for far in joined["edge"]] if labels else []
+    label = _label(item[1])
+    return [] if label is None else [(far, label) for far in item[1]["edge"]]
 
 
 def _differing_labels(item: tuple[str, dict[str, list]]) -> list[Pair]:
-    _, joined = item
-    labels = joined["label"]
-    if not labels:
-        return []
-    return [(other, labels[0]) for other in joined["from"] if other != labels[0]]
+    label = _label(item[1])
+    return [] if label is None else [(o, label) for o in item[1]["from"] if o != label]
 
 
 def _merged_label(item: tuple[str, str], merged: dict[str, str]) -> tuple[str, str]:
@@ -130,10 +132,9 @@ class ComponentLabels(beam.PTransform):
 def _routed(item: tuple[str, dict[str, list]]) -> list[tuple[str, tuple[str, Any]]]:
     """A record's row and the edges it starts, keyed by its group (nothing without one)."""
     _, joined = item
-    labels = joined["label"]
-    if not labels:
+    key = _label(joined)
+    if key is None:
         return []
-    key = labels[0]
     return [(key, ("row", row)) for row in joined["row"]] + [
         (key, ("edge", edge)) for edge in joined["edge"]
     ]

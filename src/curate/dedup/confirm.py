@@ -37,7 +37,7 @@ from curate.dedup.imagehash import nearest_pairs, popcount64
 IMAGE_REASON = "near_duplicate_image"
 CAPTION_REASON = "near_duplicate_caption"
 # edges of the crop search: candidates only, never a drop reason (a confirmed crop drops as
-# near_duplicate_image); in a large group they are replaced by aligned pairs (`linked_pairs`)
+# near_duplicate_image); in a large group, like every proposal, only confirmed pairs link
 CROP_CANDIDATE = "crop_candidate"
 CONFIRMED_REASONS = frozenset({IMAGE_REASON, CAPTION_REASON, CROP_CANDIDATE})
 

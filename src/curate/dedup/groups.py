@@ -154,20 +154,19 @@ def _split_large_groups(
 
     Candidate edges that link many similar but different records (crop windows, pHashes and
     captions of similar figures) make one large group whose members are mostly not copies:
-    its keeper loop meets every member with every other, quadratic in the group. Confirming a bounded number of
-    candidates a record first, and linking only those, keeps the parts small; a member is
-    still dropped only when confirmed against its part's kept record."""
+    its keeper loop meets every member with every other, quadratic in the group. Confirming
+    a bounded number of candidates a record first, and linking only those, keeps the parts
+    small; a member is still dropped only when confirmed against its part's kept record."""
     limit = confirmer.split_above
     if limit is None or all(len(members) <= limit for members in groups):
         return groups
-    firm = UnionFind()
-    for edge in edges:
-        if edge.reason not in confirmer.proposals:
-            firm.union(edge.a, edge.b)
+    firm = UnionFind()  # records linked by edges that stand as given
     proposed: dict[str, list[Edge]] = defaultdict(list)  # the proposals, by their first record
     for edge in edges:
         if edge.reason in confirmer.proposals:
             proposed[edge.a].append(edge)
+        else:
+            firm.union(edge.a, edge.b)
     out: list[list[str]] = []
     for members in groups:
         if len(members) <= limit:
